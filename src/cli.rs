@@ -1,0 +1,294 @@
+//! Command-line interface: parses arguments (clap derive), builds the runtime, dispatches, and
+//! maps results to exit codes. Errors are reported here with context (`anyhow`); the library
+//! modules return typed errors.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::{Args, Parser, Subcommand};
+
+use crate::device::keys::GroupKey;
+use crate::driver::Stop;
+use crate::run::{self, Overrides};
+use crate::scenario::{Rate, Scenario};
+use crate::webhook::policy::Policy;
+use crate::webhook::server;
+
+/// Exit code: every expectation met.
+pub const EXIT_PASS: u8 = 0;
+/// Exit code: an expectation failed.
+pub const EXIT_FAIL: u8 = 1;
+/// Exit code: usage, scenario or runtime error (including a target that never answered).
+pub const EXIT_ERROR: u8 = 2;
+/// Exit code: interrupted by Ctrl-C (the report is still written).
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0    every expectation met
+  1    an expectation failed, or requests went unanswered or unsent
+  2    usage, scenario or runtime error (including a target that never answered)
+  130  interrupted by Ctrl-C (the report is still written, every request accounted for)";
+
+/// Load and conformance tests for Azure IoT DPS custom allocation webhooks.
+#[derive(Debug, Parser)]
+#[command(name = "loadtest", version, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a scenario: drive its devices at its rate, check every outcome, write a report.
+    #[command(after_help = EXIT_CODES)]
+    Run(RunArgs),
+    /// Device keys derived from an enrollment-group key.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// The reference webhook (the seed documents' allocation functions).
+    #[command(subcommand)]
+    Webhook(WebhookCommand),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Scenario file (TOML).
+    scenario: PathBuf,
+    /// Webhook URL (overrides target.url; a `?code=` function key is never printed).
+    #[arg(long)]
+    url: Option<String>,
+    /// Arrivals per second (open loop), or `max` for a closed loop.
+    #[arg(long, value_parser = parse_rate)]
+    rate: Option<Rate>,
+    /// Connections (closed loop: concurrent workers).
+    #[arg(long)]
+    connections: Option<u32>,
+    /// Run length, e.g. 30s, 2m (overrides load.duration and load.count).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    duration: Option<Duration>,
+    /// Number of requests (overrides load.duration and load.count).
+    #[arg(long)]
+    count: Option<u64>,
+    /// Report directory (default: reports/<scenario>-<UTC timestamp>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long)]
+    no_progress: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Print `ID : DEVICEKEY` for each registration ID (as the seed's shell example does).
+    Derive {
+        /// The enrollment group's primary (or secondary) key, base64.
+        #[arg(long, env = "DPS_GROUP_KEY", hide_env_values = true)]
+        group_key: String,
+        /// Registration IDs.
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Write `registration_id,device_key` CSV for a scenario's whole population.
+    Export {
+        /// Scenario file.
+        scenario: PathBuf,
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WebhookCommand {
+    /// Serve the reference webhook until Ctrl-C.
+    Serve {
+        /// Listen address.
+        #[arg(long, default_value = "127.0.0.1:7071")]
+        addr: SocketAddr,
+        /// Seed function to behave like: howto-2018, tutorial-2020, tutorial-current.
+        #[arg(long, value_parser = parse_policy)]
+        policy: Option<Policy>,
+        /// Take the policy and the per-class faults from this scenario.
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+    },
+}
+
+fn parse_rate(s: &str) -> Result<Rate, String> {
+    if s == "max" {
+        return Ok(Rate::Max);
+    }
+    match s.parse::<f64>() {
+        Ok(r) if r > 0.0 && r.is_finite() => Ok(Rate::PerSecond(r)),
+        _ => Err(format!("`{s}` is not a positive number or `max`")),
+    }
+}
+
+fn parse_policy(s: &str) -> Result<Policy, String> {
+    Policy::parse(s).ok_or_else(|| {
+        format!(
+            "unknown policy `{s}`; choose from: {}",
+            Policy::NAMES.join(", ")
+        )
+    })
+}
+
+/// Entry point of the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) {
+                return ExitCode::from(EXIT_PASS);
+            }
+            eprintln!("error: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Run(a) => run_command(a).await,
+        Command::Keys(KeysCommand::Derive { group_key, ids }) => {
+            let g = GroupKey::new(&group_key).context("--group-key")?;
+            let mut out = std::io::stdout().lock();
+            for id in ids {
+                writeln!(out, "{id} : {}", g.derive(&id))?;
+            }
+            Ok(EXIT_PASS)
+        }
+        Command::Keys(KeysCommand::Export { scenario, out }) => {
+            let s = Scenario::load(&scenario)?;
+            let csv = export_keys(&s)?;
+            match out {
+                Some(p) => {
+                    std::fs::write(&p, csv).with_context(|| format!("writing {}", p.display()))?
+                }
+                None => std::io::stdout().lock().write_all(csv.as_bytes())?,
+            }
+            Ok(EXIT_PASS)
+        }
+        Command::Webhook(WebhookCommand::Serve {
+            addr,
+            policy,
+            scenario,
+        }) => serve(addr, policy, scenario).await,
+    }
+}
+
+async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
+    let mut s = Scenario::load(&a.scenario)?;
+    let o = Overrides {
+        url: a.url,
+        rate: a.rate,
+        connections: a.connections,
+        duration: a.duration,
+        count: a.count,
+        out: a.out,
+        progress: !a.no_progress,
+    };
+    run::apply(&mut s, &o)?;
+    let stop = Stop::default();
+    let grace = s.load.grace;
+    let on_signal = stop.clone();
+    tokio::spawn(async move {
+        while tokio::signal::ctrl_c().await.is_ok() {
+            on_signal.request();
+            if on_signal.level() == 1 {
+                eprintln!("\nstopping: no new requests; waiting up to {grace:?} for those in flight (Ctrl-C again to abandon them)");
+            }
+        }
+    });
+    let finished = run::run(&s, &o, stop.clone()).await?;
+    let summary = &finished.summary;
+    print!("{}", crate::report::text::render(summary));
+    println!("report: {}", finished.dir.join("summary.json").display());
+    let r = summary.requests;
+    if summary.interrupted {
+        return Ok(EXIT_INTERRUPTED);
+    }
+    if r.sent > 0 && r.completed == 0 {
+        let why = summary.errors.first().map_or_else(
+            || "every request timed out".to_owned(),
+            |e| e.message.clone(),
+        );
+        eprintln!(
+            "error: the target {} never answered ({} requests sent): {why}",
+            summary.target, r.sent
+        );
+        return Ok(EXIT_ERROR);
+    }
+    Ok(if summary.passed() {
+        EXIT_PASS
+    } else {
+        EXIT_FAIL
+    })
+}
+
+fn export_keys(s: &Scenario) -> anyhow::Result<String> {
+    let group = s
+        .enrollment
+        .group
+        .as_ref()
+        .map(|g| GroupKey::new(g.primary_key.expose()))
+        .transpose()?;
+    let mut csv = String::from("registration_id,device_key\n");
+    for c in &s.classes {
+        for n in c.range.0..=c.range.1 {
+            let id = c.template.render(n);
+            let key = match (s.enrollment.individual(&id), &group) {
+                (Some(i), _) => i.primary_key.expose().to_owned(),
+                (None, Some(g)) => g.derive(&id),
+                (None, None) => bail!("device {id} has no enrollment"),
+            };
+            csv.push_str(&id);
+            csv.push(',');
+            csv.push_str(&key);
+            csv.push('\n');
+        }
+    }
+    Ok(csv)
+}
+
+async fn serve(
+    addr: SocketAddr,
+    policy: Option<Policy>,
+    scenario: Option<PathBuf>,
+) -> anyhow::Result<u8> {
+    let s = scenario.as_deref().map(Scenario::load).transpose()?;
+    let policy = policy
+        .or(s.as_ref().map(|s| s.policy))
+        .unwrap_or(Policy::TutorialCurrent);
+    let faults = s.as_ref().map(Scenario::fault_rules).unwrap_or_default();
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    let local = listener.local_addr()?;
+    println!("reference webhook listening on http://{local} (policy {}, {} fault rules); Ctrl-C stops it", policy.name(), faults.len());
+    std::io::stdout().flush()?;
+    server::run(listener, server::Config { policy, faults }, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await;
+    Ok(EXIT_PASS)
+}

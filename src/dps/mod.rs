@@ -1,0 +1,121 @@
+//! DPS protocol facts shared by every driver and (later) the emulator: registration statuses,
+//! six-digit error codes, the custom-allocation wire types ([`allocation`]) and the rules that turn
+//! a webhook answer into a registration result ([`outcome`]).
+//!
+//! Nothing here does I/O. Everything that is a fact about Azure cites dps-protocol.md; everything
+//! that is our choice where the sources are silent says so.
+
+pub mod allocation;
+pub mod outcome;
+
+use serde::{Deserialize, Serialize};
+
+/// Six-digit DPS error codes (dps-protocol.md §7).
+pub mod codes {
+    /// CustomAllocationFailed: the webhook answered with a status other than 200/401/>=429.
+    pub const CUSTOM_ALLOCATION_FAILED: u32 = 400_207;
+    /// CustomAllocationIotHubNotSpecified: 200 with an empty or null hub.
+    pub const CUSTOM_ALLOCATION_HUB_NOT_SPECIFIED: u32 = 400_208;
+    /// CustomAllocationUnauthorizedAccess: the webhook answered 401.
+    pub const CUSTOM_ALLOCATION_UNAUTHORIZED: u32 = 400_209;
+    /// Invalid or expired credentials.
+    pub const UNAUTHORIZED: u32 = 401_002;
+}
+
+/// `status` of a registration operation (dps-protocol.md §3.6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Never sent to non-TPM clients.
+    Unassigned,
+    /// In progress.
+    Assigning,
+    /// Terminal: assigned to a hub.
+    Assigned,
+    /// Terminal: failed with an error code.
+    Failed,
+    /// Terminal: the enrollment is disabled.
+    Disabled,
+}
+
+impl Status {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Unassigned => "unassigned",
+            Status::Assigning => "assigning",
+            Status::Assigned => "assigned",
+            Status::Failed => "failed",
+            Status::Disabled => "disabled",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "unassigned" => Status::Unassigned,
+            "assigning" => Status::Assigning,
+            "assigned" => Status::Assigned,
+            "failed" => Status::Failed,
+            "disabled" => Status::Disabled,
+            _ => return None,
+        })
+    }
+}
+
+/// A terminal registration result as the device would read it in `registrationState`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Registration {
+    /// assigned / failed / disabled.
+    pub status: Option<Status>,
+    /// `assignedHub`.
+    pub assigned_hub: Option<String>,
+    /// `deviceId`.
+    pub device_id: Option<String>,
+    /// `errorCode` on failure.
+    pub error_code: Option<u32>,
+    /// `errorMessage` on failure.
+    pub error_message: Option<String>,
+    /// The initial twin DPS applies on the hub (the webhook's, else the enrollment's).
+    pub initial_twin: Option<serde_json::Value>,
+    /// `payload` returned by the webhook.
+    pub payload: Option<serde_json::Value>,
+}
+
+impl Registration {
+    /// A failed registration.
+    pub fn failed(code: u32, message: impl Into<String>) -> Self {
+        Self {
+            status: Some(Status::Failed),
+            error_code: Some(code),
+            error_message: Some(message.into()),
+            ..Self::default()
+        }
+    }
+
+    /// The outcome key used in reports: `assigned`, `failed:400207`, `disabled`.
+    pub fn key(&self) -> OutcomeKey {
+        OutcomeKey {
+            status: self.status.unwrap_or(Status::Unassigned),
+            code: self.error_code,
+        }
+    }
+}
+
+/// A compact, hashable outcome key; rendered as `assigned` or `failed:400207`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OutcomeKey {
+    /// Terminal status.
+    pub status: Status,
+    /// Error code, if any.
+    pub code: Option<u32>,
+}
+
+impl std::fmt::Display for OutcomeKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.code {
+            Some(code) => write!(f, "{}:{code}", self.status.as_str()),
+            None => f.write_str(self.status.as_str()),
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The load engine shared by every driver: it decides *when* each request starts, hands it to an
+//! [`Executor`] (which decides *what* a request is), and folds the results into [`Metrics`].
+//!
+//! - Open loop: request `k` is due at `start + schedule.offset(k)`. The pacer sleeps on the tokio
+//!   timer until ~1 ms before, then yields until the instant (the timer alone is 1 ms coarse). At
+//!   most `max_in_flight` requests run at once; beyond that the pacer waits, and the wait shows up
+//!   as schedule lag, never as a silently dropped request (wrk2's queue + intended-start timing).
+//! - Closed loop (`rate = "max"`): `connections` workers send back to back; intended = send.
+//!
+//! Stopping (end of schedule, Ctrl-C, `--duration`): scheduling stops, in-flight requests get
+//! `grace` to finish, and whatever is still running then is counted as timed out. Every
+//! scheduled request ends up in exactly one of completed / failed / timed out / not sent.
+
+pub mod webhook;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::time::Instant;
+
+use crate::device::{Device, Population};
+use crate::metrics::{Metrics, Sample};
+use crate::pacing::Schedule;
+use crate::progress::Progress;
+
+/// One request to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Job {
+    /// Request number.
+    pub index: u64,
+    /// Which device.
+    pub device: Device,
+    /// When it should have started.
+    pub intended: Instant,
+}
+
+/// Runs one request end to end and reports what happened.
+pub trait Executor: Send + Sync + 'static {
+    /// Executes a job; never panics on target misbehaviour.
+    fn execute(&self, job: Job) -> impl Future<Output = Sample> + Send;
+}
+
+/// How requests are started.
+#[derive(Debug, Clone)]
+pub enum Pacing {
+    /// Open loop on a schedule.
+    Open(Schedule),
+    /// Closed loop.
+    Closed {
+        /// Concurrent workers.
+        workers: u32,
+        /// Stop after this long.
+        duration: Option<Duration>,
+        /// Stop after this many requests.
+        count: Option<u64>,
+    },
+}
+
+/// Engine parameters.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Open or closed loop.
+    pub pacing: Pacing,
+    /// Open loop: maximum requests in flight.
+    pub max_in_flight: u32,
+    /// Time given to in-flight requests after scheduling stops.
+    pub grace: Duration,
+    /// Mismatch examples kept per class and field.
+    pub examples: usize,
+}
+
+/// Stop requests: 1 = stop scheduling (graceful), 2 = abandon in-flight requests too.
+#[derive(Debug, Clone)]
+pub struct Stop {
+    tx: Arc<watch::Sender<u8>>,
+}
+
+impl Default for Stop {
+    fn default() -> Self {
+        Self {
+            tx: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl Stop {
+    /// Requests a stop; a second request abandons in-flight work.
+    pub fn request(&self) {
+        self.tx.send_modify(|v| *v = (*v + 1).min(2));
+    }
+
+    /// Current level.
+    pub fn level(&self) -> u8 {
+        *self.tx.borrow()
+    }
+
+    async fn reached(&self, level: u8) {
+        let mut rx = self.tx.subscribe();
+        let _ = rx.wait_for(|v| *v >= level).await;
+    }
+}
+
+/// What the engine measured.
+#[derive(Debug)]
+pub struct Outcome {
+    /// Everything recorded.
+    pub metrics: Metrics,
+    /// Requests the run intended to make.
+    pub scheduled: u64,
+    /// Requests handed to the executor.
+    pub sent: u64,
+    /// Sent but unfinished when the grace period ended (counted as timed out).
+    pub abandoned: u64,
+    /// Stopped early by the user.
+    pub interrupted: bool,
+    /// From the start to the end of measurement.
+    pub elapsed: Duration,
+}
+
+impl Outcome {
+    /// Scheduled but never sent.
+    pub fn not_sent(&self) -> u64 {
+        self.scheduled.saturating_sub(self.sent)
+    }
+}
+
+/// Runs a plan to completion (or until stopped).
+pub async fn run<E: Executor>(
+    exec: Arc<E>,
+    population: Arc<Population>,
+    plan: Plan,
+    classes: usize,
+    stop: Stop,
+    progress: Progress,
+) -> Outcome {
+    // A short lead so set-up work (spawning, first connections) is not charged to request 0.
+    let start = Instant::now() + Duration::from_millis(5);
+    let (tx, rx) = mpsc::unbounded_channel::<Sample>();
+    let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let mut metrics = Metrics::new(classes, start, plan.examples);
+    let collector = tokio::spawn(async move {
+        collect(&mut metrics, rx, finish_rx, progress).await;
+        metrics
+    });
+
+    let sent = Arc::new(AtomicU64::new(0));
+    let (scheduled, in_flight_done) = match &plan.pacing {
+        Pacing::Open(schedule) => {
+            let sem = Arc::new(Semaphore::new(plan.max_in_flight as usize));
+            pace_open(&exec, &population, schedule, start, &sem, &tx, &sent, &stop).await;
+            let limit = plan.max_in_flight as usize;
+            let drained =
+                wait_drained(plan.grace, &stop, || sem.available_permits() == limit).await;
+            (schedule.total(), drained)
+        }
+        Pacing::Closed {
+            workers,
+            duration,
+            count,
+        } => {
+            let deadline = duration.map(|d| start + d);
+            let mut set = tokio::task::JoinSet::new();
+            let next = Arc::new(AtomicU64::new(0));
+            let stopped = Arc::new(AtomicBool::new(false));
+            for _ in 0..*workers {
+                let (exec, pop, tx, next, sent, stopped, count) = (
+                    exec.clone(),
+                    population.clone(),
+                    tx.clone(),
+                    next.clone(),
+                    sent.clone(),
+                    stopped.clone(),
+                    *count,
+                );
+                set.spawn(async move {
+                    tokio::time::sleep_until(start).await;
+                    while !stopped.load(Ordering::Relaxed)
+                        && deadline.is_none_or(|d| Instant::now() < d)
+                    {
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        if count.is_some_and(|c| k >= c) {
+                            break;
+                        }
+                        sent.fetch_add(1, Ordering::Relaxed);
+                        let job = Job {
+                            index: k,
+                            device: pop.device(k),
+                            intended: Instant::now(),
+                        };
+                        let _ = tx.send(exec.execute(job).await);
+                    }
+                });
+            }
+            {
+                let workers_done = async { while set.join_next().await.is_some() {} };
+                tokio::pin!(workers_done);
+                tokio::select! {
+                    () = &mut workers_done => {}
+                    () = stop.reached(1) => {
+                        stopped.store(true, Ordering::Relaxed);
+                        let _ = wait_drained_fut(plan.grace, &stop, &mut workers_done).await;
+                    }
+                }
+            }
+            set.abort_all();
+            let sent_now = sent.load(Ordering::Relaxed);
+            (count.unwrap_or(sent_now).max(sent_now), true)
+        }
+    };
+    let _ = in_flight_done;
+    drop(tx);
+    let _ = finish_tx.send(());
+    let metrics = collector.await.expect("collector task does not panic");
+    let sent = sent.load(Ordering::Relaxed);
+    let end = metrics.last_done.unwrap_or(start).max(start);
+    Outcome {
+        abandoned: sent.saturating_sub(metrics.samples),
+        elapsed: end - start,
+        metrics,
+        scheduled,
+        sent,
+        interrupted: stop.level() > 0,
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn pace_open<E: Executor>(
+    exec: &Arc<E>,
+    population: &Arc<Population>,
+    schedule: &Schedule,
+    start: Instant,
+    sem: &Arc<Semaphore>,
+    tx: &mpsc::UnboundedSender<Sample>,
+    sent: &Arc<AtomicU64>,
+    stop: &Stop,
+) {
+    let mut k = 0u64;
+    while let Some(offset) = schedule.offset(k) {
+        if stop.level() > 0 {
+            return;
+        }
+        let intended = start + offset;
+        loop {
+            let now = Instant::now();
+            if now >= intended {
+                break;
+            }
+            if intended - now > Duration::from_millis(2) {
+                tokio::select! {
+                    () = tokio::time::sleep_until(intended - Duration::from_millis(1)) => {}
+                    () = stop.reached(1) => return,
+                }
+            } else {
+                tokio::task::yield_now().await;
+            }
+        }
+        let permit = tokio::select! {
+            p = sem.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            () = stop.reached(1) => return,
+        };
+        sent.fetch_add(1, Ordering::Relaxed);
+        let (exec, tx, device) = (exec.clone(), tx.clone(), population.device(k));
+        tokio::spawn(async move {
+            let sample = exec
+                .execute(Job {
+                    index: k,
+                    device,
+                    intended,
+                })
+                .await;
+            let _ = tx.send(sample);
+            drop(permit);
+        });
+        k += 1;
+    }
+}
+
+/// Waits until `drained()` holds, `grace` passes, or a second stop request arrives.
+async fn wait_drained(grace: Duration, stop: &Stop, drained: impl Fn() -> bool) -> bool {
+    let poll = async {
+        while !drained() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    wait_drained_fut(grace, stop, poll).await
+}
+
+async fn wait_drained_fut(grace: Duration, stop: &Stop, fut: impl Future<Output = ()>) -> bool {
+    tokio::select! {
+        r = tokio::time::timeout(grace, fut) => r.is_ok(),
+        () = stop.reached(2) => false,
+    }
+}
+
+async fn collect(
+    metrics: &mut Metrics,
+    mut rx: mpsc::UnboundedReceiver<Sample>,
+    mut finish: tokio::sync::oneshot::Receiver<()>,
+    progress: Progress,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            biased;
+            s = rx.recv() => match s {
+                Some(s) => metrics.record(s),
+                None => break,
+            },
+            _ = tick.tick() => progress.update(metrics),
+            _ = &mut finish => {
+                // Take what already arrived; later samples belong to abandoned requests.
+                while let Ok(s) = rx.try_recv() {
+                    metrics.record(s);
+                }
+                break;
+            }
+        }
+    }
+    progress.finish();
+}

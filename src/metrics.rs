@@ -1,0 +1,280 @@
+//! Measurements of a run: one [`Sample`] per scheduled request that was sent, folded by a single
+//! collector into HdrHistograms (µs, 3 significant digits) and counters. Memory is flat in the run
+//! length: nothing is kept per request except a bounded number of mismatch and error examples.
+//!
+//! Three times per request (wrk2's method): `latency` = done − intended (what a device would
+//! experience, coordinated-omission corrected), `service` = done − first send (what the target
+//! spent, retries included), `lag` = first send − intended (how late the generator was).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use tokio::time::Instant;
+
+use crate::check::{Field, Mismatch};
+use crate::dps::OutcomeKey;
+
+/// Highest recordable value: one hour in µs (larger values saturate).
+const HIGHEST_US: u64 = 3_600_000_000;
+/// Distinct transport-error messages kept.
+const MAX_ERROR_KINDS: usize = 20;
+
+/// How the last attempt of a request ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// An answer arrived (whatever it said), or DPS answered without calling the webhook.
+    Answered,
+    /// No answer: connection refused, reset, protocol error.
+    Transport,
+    /// No answer within the timeout.
+    TimedOut,
+}
+
+/// The result of one scheduled request.
+#[derive(Debug)]
+pub struct Sample {
+    /// Class index.
+    pub class: u32,
+    /// Intended send instant.
+    pub intended: Instant,
+    /// Actual first send.
+    pub sent: Instant,
+    /// Final answer (after retries).
+    pub done: Instant,
+    /// How the last attempt ended.
+    pub end: End,
+    /// The DPS outcome as the device would see it.
+    pub outcome: OutcomeKey,
+    /// HTTP attempts made (1 + retries; 0 when DPS did not call the webhook).
+    pub attempts: u32,
+    /// Registration ID and differing fields, only when the expectation failed.
+    pub mismatch: Option<Box<(String, Vec<Mismatch>)>>,
+    /// Transport error text, only when `end` is not `Answered`.
+    pub error: Option<String>,
+    /// The assigned hub, when assigned.
+    pub hub: Option<String>,
+}
+
+/// The three latency histograms.
+#[derive(Debug, Clone)]
+pub struct Histos {
+    /// done − intended.
+    pub latency: Histogram<u64>,
+    /// done − first send.
+    pub service: Histogram<u64>,
+    /// first send − intended.
+    pub lag: Histogram<u64>,
+}
+
+impl Histos {
+    fn new() -> Self {
+        let h = || Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("valid histogram bounds");
+        Self {
+            latency: h(),
+            service: h(),
+            lag: h(),
+        }
+    }
+
+    fn record(&mut self, s: &Sample) {
+        self.latency.saturating_record(us(s.done - s.intended));
+        self.service.saturating_record(us(s.done - s.sent));
+        self.lag
+            .saturating_record(us(s.sent.saturating_duration_since(s.intended)));
+    }
+}
+
+fn us(d: Duration) -> u64 {
+    d.as_micros().min(u128::from(HIGHEST_US)) as u64
+}
+
+/// Up to N examples of one field's mismatches.
+#[derive(Debug, Clone, Default)]
+pub struct FieldStats {
+    /// How many requests differed in this field.
+    pub count: u64,
+    /// (registration ID, expected, actual).
+    pub examples: Vec<(String, String, String)>,
+}
+
+/// Per-class statistics.
+#[derive(Debug, Clone)]
+pub struct ClassStats {
+    /// Requests answered for this class.
+    pub requests: u64,
+    /// Requests whose outcome met the expectation.
+    pub passed: u64,
+    /// Requests whose outcome did not.
+    pub failed: u64,
+    /// Outcome counts.
+    pub outcomes: BTreeMap<OutcomeKey, u64>,
+    /// Mismatches per field.
+    pub mismatches: BTreeMap<Field, FieldStats>,
+    /// Assigned hubs and how often.
+    pub hubs: BTreeMap<String, u64>,
+    /// Latencies.
+    pub histos: Histos,
+}
+
+/// Everything measured in a run.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Per class, in scenario order.
+    pub classes: Vec<ClassStats>,
+    /// All classes.
+    pub overall: Histos,
+    /// Outcome counts, all classes.
+    pub outcomes: BTreeMap<OutcomeKey, u64>,
+    /// Samples received.
+    pub samples: u64,
+    /// Ended with an answer.
+    pub completed: u64,
+    /// Ended with a transport error.
+    pub failed: u64,
+    /// Ended with a timeout.
+    pub timed_out: u64,
+    /// HTTP attempts (retries included).
+    pub attempts: u64,
+    /// Transport error messages and counts.
+    pub errors: BTreeMap<String, u64>,
+    /// Completions per second since the start (for throughput over time).
+    pub per_second: Vec<u64>,
+    /// Latest completion.
+    pub last_done: Option<Instant>,
+    start: Instant,
+    examples: usize,
+}
+
+impl Metrics {
+    /// Empty metrics for `classes` classes.
+    pub fn new(classes: usize, start: Instant, examples: usize) -> Self {
+        Self {
+            classes: (0..classes)
+                .map(|_| ClassStats {
+                    requests: 0,
+                    passed: 0,
+                    failed: 0,
+                    outcomes: BTreeMap::new(),
+                    mismatches: BTreeMap::new(),
+                    hubs: BTreeMap::new(),
+                    histos: Histos::new(),
+                })
+                .collect(),
+            overall: Histos::new(),
+            outcomes: BTreeMap::new(),
+            samples: 0,
+            completed: 0,
+            failed: 0,
+            timed_out: 0,
+            attempts: 0,
+            errors: BTreeMap::new(),
+            per_second: Vec::new(),
+            last_done: None,
+            start,
+            examples,
+        }
+    }
+
+    /// Folds one sample in.
+    pub fn record(&mut self, s: Sample) {
+        self.samples += 1;
+        self.attempts += u64::from(s.attempts);
+        match s.end {
+            End::Answered => self.completed += 1,
+            End::Transport => self.failed += 1,
+            End::TimedOut => self.timed_out += 1,
+        }
+        if let Some(e) = &s.error {
+            if self.errors.len() < MAX_ERROR_KINDS || self.errors.contains_key(e) {
+                *self.errors.entry(e.clone()).or_default() += 1;
+            }
+        }
+        let second = s.done.saturating_duration_since(self.start).as_secs() as usize;
+        if self.per_second.len() <= second {
+            self.per_second.resize(second + 1, 0);
+        }
+        self.per_second[second] += 1;
+        self.last_done = Some(self.last_done.map_or(s.done, |d| d.max(s.done)));
+        self.overall.record(&s);
+        *self.outcomes.entry(s.outcome).or_default() += 1;
+        let c = &mut self.classes[s.class as usize];
+        c.requests += 1;
+        c.histos.record(&s);
+        *c.outcomes.entry(s.outcome).or_default() += 1;
+        if let Some(hub) = s.hub {
+            match c.hubs.get_mut(&hub) {
+                Some(n) => *n += 1,
+                None => {
+                    c.hubs.insert(hub, 1);
+                }
+            }
+        }
+        match s.mismatch {
+            None => c.passed += 1,
+            Some(m) => {
+                c.failed += 1;
+                let (id, fields) = *m;
+                for f in fields {
+                    let st = c.mismatches.entry(f.field).or_default();
+                    st.count += 1;
+                    if st.examples.len() < self.examples {
+                        st.examples.push((id.clone(), f.expected, f.actual));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The run's start instant.
+    pub fn start(&self) -> Instant {
+        self.start
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dps::Status;
+
+    #[test]
+    fn records_three_times_and_counts() {
+        let t0 = Instant::now();
+        let mut m = Metrics::new(1, t0, 1);
+        for i in 0..3u64 {
+            let intended = t0 + Duration::from_millis(i);
+            m.record(Sample {
+                class: 0,
+                intended,
+                sent: intended + Duration::from_micros(100),
+                done: intended + Duration::from_millis(5),
+                end: if i == 2 { End::TimedOut } else { End::Answered },
+                outcome: OutcomeKey {
+                    status: Status::Assigned,
+                    code: None,
+                },
+                attempts: 1,
+                mismatch: (i == 1).then(|| {
+                    Box::new((
+                        "dev1".to_owned(),
+                        vec![Mismatch {
+                            field: Field::Hub,
+                            expected: "\"a\"".into(),
+                            actual: "\"b\"".into(),
+                        }],
+                    ))
+                }),
+                error: None,
+                hub: Some("h".into()),
+            });
+        }
+        assert_eq!((m.completed, m.timed_out, m.samples), (2, 1, 3));
+        assert_eq!((m.classes[0].passed, m.classes[0].failed), (2, 1));
+        assert_eq!(m.classes[0].mismatches[&Field::Hub].examples.len(), 1);
+        assert_eq!(m.classes[0].hubs["h"], 3);
+        let l = &m.overall.lag;
+        assert_eq!(l.value_at_quantile(0.5), l.highest_equivalent(100));
+        assert!(m.overall.latency.value_at_quantile(1.0) >= 5000);
+        assert!(m.overall.service.value_at_quantile(1.0) < 5000);
+    }
+}

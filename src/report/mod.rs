@@ -1,0 +1,327 @@
+//! The report model: one serde [`Summary`] built from a run's measurements, written as
+//! `summary.json` (contract: `reports/schema/summary.schema.json`) and rendered as text
+//! ([`text`]). Writers only render the model; nothing here measures or decides.
+//! No secret reaches the model: the target is stored masked.
+
+pub mod text;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::driver::Outcome;
+use crate::metrics::ClassStats;
+use crate::scenario::{Rate, Scenario};
+
+/// Version of the `summary.json` layout.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The run summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    /// Layout version.
+    pub schema_version: u32,
+    /// `loadtest` version.
+    pub tool_version: String,
+    /// Scenario name.
+    pub scenario: String,
+    /// Scenario file.
+    pub scenario_file: String,
+    /// `webhook` (later `mqtt`, `https`).
+    pub mode: String,
+    /// Target with secrets masked.
+    pub target: String,
+    /// Population seed.
+    pub seed: u64,
+    /// Start (UTC, RFC 3339).
+    pub started_at: String,
+    /// Measured seconds.
+    pub duration_s: f64,
+    /// Stopped by Ctrl-C.
+    pub interrupted: bool,
+    /// Request accounting.
+    pub requests: Requests,
+    /// Answered requests per second.
+    pub throughput_per_s: f64,
+    /// Scheduled rate (open loop) or null (closed loop).
+    pub target_rate_per_s: Option<f64>,
+    /// Closed-loop connections or open-loop pool size.
+    pub connections: u32,
+    /// done − intended.
+    pub latency_us: Stats,
+    /// done − first send.
+    pub service_time_us: Stats,
+    /// first send − intended.
+    pub schedule_lag_us: Stats,
+    /// Outcome counts (`assigned`, `failed:400207`, …).
+    pub outcomes: BTreeMap<String, u64>,
+    /// Per class.
+    pub classes: Vec<ClassSummary>,
+    /// Expectation totals.
+    pub expectations: Expectations,
+    /// Transport errors by message.
+    pub errors: Vec<ErrorCount>,
+    /// `pass` or `fail`.
+    pub verdict: String,
+}
+
+/// Scheduled = completed + failed + timed_out + not_sent.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Requests {
+    /// Planned.
+    pub scheduled: u64,
+    /// Started.
+    pub sent: u64,
+    /// An answer arrived (whatever it said).
+    pub completed: u64,
+    /// Transport error, no answer.
+    pub failed: u64,
+    /// No answer in time (including requests abandoned at the end of the grace period).
+    pub timed_out: u64,
+    /// Never started.
+    pub not_sent: u64,
+    /// HTTP attempts, retries included.
+    pub attempts: u64,
+}
+
+/// Latency statistics in µs.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Stats {
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Maximum.
+    pub max: u64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl Stats {
+    fn of(h: &Histogram<u64>) -> Self {
+        if h.is_empty() {
+            return Self {
+                p50: 0,
+                p90: 0,
+                p99: 0,
+                p999: 0,
+                max: 0,
+                mean: 0.0,
+            };
+        }
+        let q = |x| h.highest_equivalent(h.value_at_quantile(x));
+        Self {
+            p50: q(0.5),
+            p90: q(0.9),
+            p99: q(0.99),
+            p999: q(0.999),
+            max: h.max(),
+            mean: (h.mean() * 10.0).round() / 10.0,
+        }
+    }
+}
+
+/// One class.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassSummary {
+    /// Class name.
+    pub name: String,
+    /// Devices in the population.
+    pub devices: u64,
+    /// Requests answered.
+    pub requests: u64,
+    /// Expectation met.
+    pub passed: u64,
+    /// Expectation not met.
+    pub failed: u64,
+    /// Outcome counts.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Assigned hubs.
+    pub hubs: BTreeMap<String, u64>,
+    /// Mismatching fields.
+    pub mismatches: Vec<FieldMismatch>,
+    /// Latency of this class.
+    pub latency_us: Stats,
+}
+
+/// Mismatches of one field.
+#[derive(Debug, Clone, Serialize)]
+pub struct FieldMismatch {
+    /// Field name (`hub`, `twin.tags`, …).
+    pub field: String,
+    /// How many requests.
+    pub count: u64,
+    /// A few examples.
+    pub examples: Vec<Example>,
+}
+
+/// One mismatch example.
+#[derive(Debug, Clone, Serialize)]
+pub struct Example {
+    /// Device.
+    pub registration_id: String,
+    /// Expected (JSON text).
+    pub expected: String,
+    /// Actual (JSON text).
+    pub actual: String,
+}
+
+/// Expectation totals.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Expectations {
+    /// Met.
+    pub passed: u64,
+    /// Not met.
+    pub failed: u64,
+}
+
+/// A transport error and its count.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorCount {
+    /// Message.
+    pub message: String,
+    /// Count.
+    pub count: u64,
+}
+
+impl Summary {
+    /// Builds the summary of a finished run.
+    pub fn build(
+        s: &Scenario,
+        o: &Outcome,
+        started_at: std::time::SystemTime,
+        target_rate: Option<f64>,
+    ) -> Self {
+        let m = &o.metrics;
+        let per_class = s.population_sizes();
+        let classes: Vec<ClassSummary> = s
+            .classes
+            .iter()
+            .zip(&m.classes)
+            .zip(per_class)
+            .map(|((c, st), devices)| class_summary(&c.name, devices, st))
+            .collect();
+        let passed = classes.iter().map(|c| c.passed).sum();
+        let failed = classes.iter().map(|c| c.failed).sum();
+        let requests = Requests {
+            scheduled: o.scheduled,
+            sent: o.sent,
+            completed: m.completed,
+            failed: m.failed,
+            timed_out: m.timed_out + o.abandoned,
+            not_sent: o.not_sent(),
+            attempts: m.attempts,
+        };
+        let secs = o.elapsed.as_secs_f64();
+        let ok = failed == 0 && requests.not_sent == 0 && o.abandoned == 0 && m.samples > 0;
+        Summary {
+            schema_version: SCHEMA_VERSION,
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            scenario: s.name.clone(),
+            scenario_file: s.path.display().to_string(),
+            mode: "webhook".into(),
+            target: s.target_display(),
+            seed: s.seed,
+            started_at: humantime::format_rfc3339_millis(started_at).to_string(),
+            duration_s: round3(secs),
+            interrupted: o.interrupted,
+            requests,
+            throughput_per_s: if secs > 0.0 {
+                round3(m.completed as f64 / secs)
+            } else {
+                0.0
+            },
+            target_rate_per_s: target_rate.map(round3),
+            connections: s.load.connections,
+            latency_us: Stats::of(&m.overall.latency),
+            service_time_us: Stats::of(&m.overall.service),
+            schedule_lag_us: Stats::of(&m.overall.lag),
+            outcomes: m
+                .outcomes
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
+            classes,
+            expectations: Expectations { passed, failed },
+            errors: m
+                .errors
+                .iter()
+                .map(|(message, count)| ErrorCount {
+                    message: message.clone(),
+                    count: *count,
+                })
+                .collect(),
+            verdict: if ok { "pass" } else { "fail" }.into(),
+        }
+    }
+
+    /// True when the verdict is `pass`.
+    pub fn passed(&self) -> bool {
+        self.verdict == "pass"
+    }
+
+    /// Writes `summary.json` into `dir` (created if needed) and returns its path.
+    pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("summary.json");
+        let tmp = dir.join(".summary.json.tmp");
+        std::fs::write(
+            &tmp,
+            serde_json::to_vec_pretty(self).expect("the summary serialises"),
+        )?;
+        std::fs::rename(&tmp, &path)?;
+        Ok(path)
+    }
+}
+
+fn class_summary(name: &str, devices: u64, st: &ClassStats) -> ClassSummary {
+    ClassSummary {
+        name: name.to_owned(),
+        devices,
+        requests: st.requests,
+        passed: st.passed,
+        failed: st.failed,
+        outcomes: st
+            .outcomes
+            .iter()
+            .map(|(k, v)| (k.to_string(), *v))
+            .collect(),
+        hubs: st.hubs.clone(),
+        mismatches: st
+            .mismatches
+            .iter()
+            .map(|(f, fs)| FieldMismatch {
+                field: f.name().into(),
+                count: fs.count,
+                examples: fs
+                    .examples
+                    .iter()
+                    .map(|(r, e, a)| Example {
+                        registration_id: r.clone(),
+                        expected: e.clone(),
+                        actual: a.clone(),
+                    })
+                    .collect(),
+            })
+            .collect(),
+        latency_us: Stats::of(&st.histos.latency),
+    }
+}
+
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// The configured rate for display: `max` or a number.
+pub fn rate_label(rate: Rate) -> String {
+    match rate {
+        Rate::Max => "max".into(),
+        Rate::PerSecond(r) => format!("{r}/s"),
+    }
+}

@@ -1,0 +1,154 @@
+//! The readable end-of-run summary printed to stdout: request accounting, a per-class table
+//! (devices, outcome, hubs, expectation results, latency), mismatch examples, latency lines and
+//! the verdict. Renders a [`Summary`]; computes nothing.
+
+use std::fmt::Write as _;
+
+use super::{Stats, Summary};
+
+/// Renders the summary as text.
+pub fn render(s: &Summary) -> String {
+    let mut o = String::new();
+    let r = &s.requests;
+    let _ = writeln!(
+        o,
+        "scenario {} ({} mode) -> {}",
+        s.scenario, s.mode, s.target
+    );
+    let _ = writeln!(
+        o,
+        "requests: {} scheduled, {} sent, {} completed, {} failed, {} timed out, {} not sent ({} HTTP attempts)",
+        r.scheduled, r.sent, r.completed, r.failed, r.timed_out, r.not_sent, r.attempts
+    );
+    let target = s
+        .target_rate_per_s
+        .map_or_else(|| "closed loop".to_owned(), |t| format!("target {t:.1}/s"));
+    let _ = writeln!(
+        o,
+        "throughput: {:.1}/s ({target}) over {:.2} s{}",
+        s.throughput_per_s,
+        s.duration_s,
+        if s.interrupted { ", INTERRUPTED" } else { "" }
+    );
+    let _ = writeln!(o);
+    let rows: Vec<[String; 8]> = s
+        .classes
+        .iter()
+        .map(|c| {
+            let outcomes = c
+                .outcomes
+                .iter()
+                .map(|(k, v)| format!("{k} {v}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let hubs = c
+                .hubs
+                .iter()
+                .map(|(h, v)| {
+                    if c.hubs.len() == 1 {
+                        h.clone()
+                    } else {
+                        format!("{h} {v}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            [
+                c.name.clone(),
+                c.devices.to_string(),
+                c.requests.to_string(),
+                c.passed.to_string(),
+                c.failed.to_string(),
+                outcomes,
+                if hubs.is_empty() { "-".into() } else { hubs },
+                format!("{} / {}", ms(c.latency_us.p50), ms(c.latency_us.p99)),
+            ]
+        })
+        .collect();
+    let head = [
+        "class",
+        "devices",
+        "requests",
+        "passed",
+        "failed",
+        "outcomes",
+        "hub",
+        "p50 / p99",
+    ];
+    let mut width = head.map(str::len);
+    for row in &rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let mut l = String::new();
+        for (i, (c, w)) in cells.iter().zip(width).enumerate() {
+            let right = (1..=4).contains(&i);
+            let _ = if right {
+                write!(l, "{c:>w$}  ")
+            } else {
+                write!(l, "{c:<w$}  ")
+            };
+        }
+        l.trim_end().to_owned()
+    };
+    let _ = writeln!(o, "{}", line(&head.map(str::to_owned)));
+    for row in &rows {
+        let _ = writeln!(o, "{}", line(row));
+    }
+    for c in &s.classes {
+        for m in &c.mismatches {
+            let _ = writeln!(
+                o,
+                "\n  {}: {} of {} differ in {}",
+                c.name, m.count, c.requests, m.field
+            );
+            for e in &m.examples {
+                let _ = writeln!(
+                    o,
+                    "    {}: expected {}, got {}",
+                    e.registration_id, e.expected, e.actual
+                );
+            }
+        }
+    }
+    let _ = writeln!(o);
+    let _ = writeln!(o, "latency (from intended start)  {}", stats(&s.latency_us));
+    let _ = writeln!(
+        o,
+        "service time (send to answer)  {}",
+        stats(&s.service_time_us)
+    );
+    let _ = writeln!(
+        o,
+        "schedule lag (intended->send)  {}",
+        stats(&s.schedule_lag_us)
+    );
+    for e in &s.errors {
+        let _ = writeln!(o, "error ({}x): {}", e.count, e.message);
+    }
+    let _ = writeln!(
+        o,
+        "\nverdict: {} ({} of {} expectations met)",
+        s.verdict.to_uppercase(),
+        s.expectations.passed,
+        s.expectations.passed + s.expectations.failed
+    );
+    o
+}
+
+fn ms(us: u64) -> String {
+    format!("{:.2} ms", us as f64 / 1000.0)
+}
+
+fn stats(s: &Stats) -> String {
+    format!(
+        "p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+        ms(s.p50),
+        ms(s.p90),
+        ms(s.p99),
+        ms(s.p999),
+        ms(s.max)
+    )
+}

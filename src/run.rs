@@ -1,0 +1,195 @@
+//! `loadtest run`: one scenario end to end. Applies command-line overrides, starts the embedded
+//! reference webhook when no URL is given, runs the engine, writes the report directory and
+//! returns the summary. Exit-code policy lives in `cli.rs`; measuring lives in `driver/`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::driver::webhook::{SetupError, WebhookExecutor};
+use crate::driver::{Pacing, Plan, Stop};
+use crate::pacing::Schedule;
+use crate::progress::Progress;
+use crate::report::Summary;
+use crate::scenario::{Rate, Scenario};
+use crate::webhook::server;
+
+/// Command-line values that override the scenario file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--url`.
+    pub url: Option<String>,
+    /// `--rate`.
+    pub rate: Option<Rate>,
+    /// `--connections`.
+    pub connections: Option<u32>,
+    /// `--duration`.
+    pub duration: Option<Duration>,
+    /// `--count`.
+    pub count: Option<u64>,
+    /// `--out`: the report directory itself.
+    pub out: Option<PathBuf>,
+    /// Show the live progress bar (on a terminal).
+    pub progress: bool,
+}
+
+/// A run could not be carried out.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// A bad override.
+    #[error("{0}")]
+    Usage(String),
+    /// The webhook URL or key cannot be used.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
+    /// The embedded webhook could not start.
+    #[error("could not start the embedded reference webhook on {addr}: {source}")]
+    Embedded {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The report could not be written.
+    #[error("could not write the report to {}: {source}", path.display())]
+    Report {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A finished run.
+#[derive(Debug)]
+pub struct Finished {
+    /// The summary (also in `dir/summary.json`).
+    pub summary: Summary,
+    /// The report directory.
+    pub dir: PathBuf,
+}
+
+/// Applies the overrides to a scenario.
+pub fn apply(s: &mut Scenario, o: &Overrides) -> Result<(), RunError> {
+    if let Some(url) = &o.url {
+        s.set_target_url(url)
+            .map_err(|e| RunError::Usage(format!("--url: {e}")))?;
+    }
+    if let Some(r) = o.rate {
+        s.load.rate = r;
+        if r == Rate::Max {
+            s.load.stages.clear();
+        }
+    }
+    if let Some(c) = o.connections {
+        s.load.connections = c;
+    }
+    if o.duration.is_some() || o.count.is_some() {
+        s.load.duration = o.duration;
+        s.load.count = o.count;
+        let total: Duration = s.load.stages.iter().map(|st| st.over).sum();
+        if o.duration.is_some_and(|d| d < total) {
+            s.load.stages.clear();
+        }
+    }
+    Ok(())
+}
+
+/// Runs a (validated, overridden) scenario and writes its report.
+pub async fn run(s: &Scenario, o: &Overrides, stop: Stop) -> Result<Finished, RunError> {
+    let population = Arc::new(s.population());
+    let embedded = match &s.target.url {
+        Some(_) => None,
+        None => {
+            let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+            let config = server::Config {
+                policy: s.policy,
+                faults: s.fault_rules(),
+            };
+            Some(
+                server::spawn(addr, config)
+                    .await
+                    .map_err(|source| RunError::Embedded { addr, source })?,
+            )
+        }
+    };
+    let url = match (&s.target.url, &embedded) {
+        (Some(u), _) => u.expose().to_owned(),
+        (None, Some(h)) => format!("http://{}/api/HttpTrigger1?code=embedded", h.addr),
+        (None, None) => unreachable!("an embedded server is started when no URL is set"),
+    };
+    let exec = Arc::new(WebhookExecutor::new(s, &url)?);
+    let (pacing, target_rate, total) = match s.load.rate {
+        Rate::PerSecond(rate) => {
+            let count = s.load.count.or(if s.load.duration.is_none() {
+                Some(population.len() as u64)
+            } else {
+                None
+            });
+            let schedule = Schedule::new(rate, &s.load.stages, s.load.duration, count);
+            let total = schedule.total();
+            let rate = if s.load.stages.is_empty() {
+                rate
+            } else {
+                total as f64 / s.load.duration.map_or(1.0, |d| d.as_secs_f64())
+            };
+            (Pacing::Open(schedule), Some(rate), Some(total))
+        }
+        Rate::Max => {
+            let count = s.load.count.or(if s.load.duration.is_none() {
+                Some(population.len() as u64)
+            } else {
+                None
+            });
+            (
+                Pacing::Closed {
+                    workers: s.load.connections,
+                    duration: s.load.duration,
+                    count,
+                },
+                None,
+                count,
+            )
+        }
+    };
+    let plan = Plan {
+        pacing,
+        max_in_flight: s.load.max_in_flight,
+        grace: s.load.grace,
+        examples: s.report.examples,
+    };
+    let started = SystemTime::now();
+    let progress = Progress::new(total, o.progress);
+    let outcome = crate::driver::run(exec, population, plan, s.classes.len(), stop, progress).await;
+    if let Some(h) = embedded {
+        h.stop().await;
+    }
+    let summary = Summary::build(s, &outcome, started, target_rate);
+    let dir = o
+        .out
+        .clone()
+        .unwrap_or_else(|| report_dir(&s.report.out, &s.name, started));
+    summary.write(&dir).map_err(|source| RunError::Report {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(Finished { summary, dir })
+}
+
+/// `<out>/<scenario>-<UTC timestamp>`, with a numeric suffix if that exists already.
+fn report_dir(out: &std::path::Path, name: &str, at: SystemTime) -> PathBuf {
+    let stamp: String = humantime::format_rfc3339_seconds(at)
+        .to_string()
+        .chars()
+        .filter(|c| *c != '-' && *c != ':')
+        .collect();
+    let base = out.join(format!("{name}-{stamp}"));
+    let mut dir = base.clone();
+    let mut n = 2;
+    while dir.exists() {
+        dir = PathBuf::from(format!("{}-{n}", base.display()));
+        n += 1;
+    }
+    dir
+}

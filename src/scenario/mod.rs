@@ -1,0 +1,362 @@
+//! Scenarios: what to run, against what, and what to expect. Loaded in two stages (rule 5 of the
+//! style guide): `raw.rs` mirrors the TOML, `validate.rs` builds these typed values. Nothing past
+//! this module re-parses strings. Secrets are [`Secret`]s and never print.
+//!
+//! The schema is documented key by key in `scenarios/README.md`.
+
+mod error;
+mod raw;
+mod validate;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+pub use error::ScenarioError;
+
+use crate::device::template::IdTemplate;
+use crate::device::Population;
+use crate::dps::allocation::EnrollmentRecord;
+use crate::dps::outcome::Rules;
+use crate::dps::Status;
+use crate::webhook::fault::Fault;
+use crate::webhook::policy::Policy;
+
+/// A string that must never appear in logs or reports.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+
+    /// The secret itself, for the one place that must use it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A validated scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    /// The file it came from.
+    pub path: PathBuf,
+    /// Short name (`[A-Za-z0-9._-]`), used in report paths.
+    pub name: String,
+    /// Free text.
+    pub description: Option<String>,
+    /// Seed of the population order.
+    pub seed: u64,
+    /// What is driven.
+    pub target: Target,
+    /// The embedded reference webhook's policy (used when `target.url` is unset).
+    pub policy: Policy,
+    /// How DPS maps webhook answers.
+    pub rules: Rules,
+    /// Enrollments.
+    pub enrollment: Enrollment,
+    /// Device classes.
+    pub classes: Vec<Class>,
+    /// Load shape.
+    pub load: Load,
+    /// Report options.
+    pub report: ReportOptions,
+}
+
+/// Where requests go.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Webhook URL (may contain `?code=`); `None` = the embedded reference webhook.
+    pub url: Option<Secret>,
+    /// Sent as `x-functions-key` when set.
+    pub function_key: Option<Secret>,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+/// The enrollment group and individual enrollments.
+#[derive(Debug, Clone)]
+pub struct Enrollment {
+    /// The group, if any device registers through one.
+    pub group: Option<Group>,
+    /// Individual enrollments (they take precedence over the group, as in DPS).
+    pub individuals: Vec<Individual>,
+    /// Hubs linked to the DPS instance.
+    pub linked_hubs: Vec<String>,
+}
+
+/// An enrollment group.
+#[derive(Debug, Clone)]
+pub struct Group {
+    /// The record sent to the webhook (no keys).
+    pub record: EnrollmentRecord,
+    /// Primary key.
+    pub primary_key: Secret,
+    /// Secondary key.
+    pub secondary_key: Option<Secret>,
+    /// The enrollment's initial twin.
+    pub initial_twin: Option<Value>,
+    /// Hubs offered to the webhook.
+    pub offered_hubs: Vec<String>,
+}
+
+/// An individual enrollment.
+#[derive(Debug, Clone)]
+pub struct Individual {
+    /// Its registration ID.
+    pub registration_id: String,
+    /// The record sent to the webhook.
+    pub record: EnrollmentRecord,
+    /// Primary key (used directly as the device key).
+    pub primary_key: Secret,
+    /// Secondary key.
+    pub secondary_key: Option<Secret>,
+    /// Device ID DPS assigns (defaults to the registration ID).
+    pub device_id: String,
+    /// `provisioningStatus == "disabled"`: DPS answers `disabled` without calling the webhook.
+    pub disabled: bool,
+    /// The enrollment's initial twin.
+    pub initial_twin: Option<Value>,
+    /// Hubs offered to the webhook.
+    pub offered_hubs: Vec<String>,
+}
+
+impl Enrollment {
+    /// The individual enrollment of a registration ID, if any.
+    pub fn individual(&self, registration_id: &str) -> Option<&Individual> {
+        self.individuals
+            .iter()
+            .find(|i| i.registration_id.eq_ignore_ascii_case(registration_id))
+    }
+}
+
+/// A device class.
+#[derive(Debug, Clone)]
+pub struct Class {
+    /// Name, unique in the scenario.
+    pub name: String,
+    /// ID template.
+    pub template: IdTemplate,
+    /// Inclusive range of `{n}`.
+    pub range: (u64, u64),
+    /// Custom payload, serialised once.
+    pub payload_json: Option<String>,
+    /// Reprovisioning context (`currentIotHubHostName`, `currentDeviceId`).
+    pub current: Option<Current>,
+    /// What each device of the class must get.
+    pub expect: Expect,
+    /// Fault the embedded reference webhook applies to this class.
+    pub fault: Option<Fault>,
+}
+
+/// Reprovisioning context of a class.
+#[derive(Debug, Clone)]
+pub struct Current {
+    /// `currentIotHubHostName`.
+    pub hub: String,
+    /// `currentDeviceId`; `None` = the registration ID.
+    pub device_id: Option<String>,
+}
+
+/// The expectation of a class. Unset fields are not checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expect {
+    /// Terminal status.
+    pub status: Status,
+    /// Assigned hub.
+    pub hub: Option<String>,
+    /// Device ID.
+    pub device_id: Option<String>,
+    /// Error code.
+    pub error_code: Option<u32>,
+    /// Substring of the error message.
+    pub error_message: Option<String>,
+    /// Subset of the initial twin's tags.
+    pub twin_tags: Option<Value>,
+    /// Subset of the initial twin's desired properties.
+    pub twin_desired: Option<Value>,
+    /// Subset of the payload returned to the device.
+    pub payload: Option<Value>,
+}
+
+/// Requests per second, or a closed loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Rate {
+    /// Open loop at this many arrivals per second (start rate when stages are given).
+    PerSecond(f64),
+    /// Closed loop: `connections` workers send back to back.
+    Max,
+}
+
+/// A linear ramp to `to` arrivals per second over `over`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stage {
+    /// Target rate at the end of the stage.
+    pub to: f64,
+    /// Length of the stage.
+    pub over: Duration,
+}
+
+/// The load shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Load {
+    /// Rate or closed loop.
+    pub rate: Rate,
+    /// Connections (closed loop: workers; open loop: idle pool size).
+    pub connections: u32,
+    /// Run length; `None` = until `count`.
+    pub duration: Option<Duration>,
+    /// Request count; `None` = as many as the schedule yields.
+    pub count: Option<u64>,
+    /// Ramp stages at the start of the run (open loop only).
+    pub stages: Vec<Stage>,
+    /// Maximum requests in flight; the pacer waits (and records the lag) beyond it.
+    pub max_in_flight: u32,
+    /// How long in-flight requests may finish after the schedule ends or Ctrl-C.
+    pub grace: Duration,
+}
+
+/// Report options.
+#[derive(Debug, Clone)]
+pub struct ReportOptions {
+    /// Parent directory of report directories.
+    pub out: PathBuf,
+    /// Mismatch examples kept per class and field.
+    pub examples: usize,
+}
+
+impl Scenario {
+    /// Reads and validates a scenario file.
+    pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, &text)
+    }
+
+    /// Validates scenario text (`path` is used in errors).
+    pub fn parse(path: &Path, text: &str) -> Result<Self, ScenarioError> {
+        validate::validate(path, text)
+    }
+
+    /// The device population (seeded shuffle of all classes).
+    pub fn population(&self) -> Population {
+        Population::new(
+            &self.classes.iter().map(|c| c.range).collect::<Vec<_>>(),
+            self.seed,
+        )
+    }
+
+    /// The target URL with secrets masked, for reports: `?code=…` and user info are hidden.
+    pub fn target_display(&self) -> String {
+        match &self.target.url {
+            Some(u) => mask_secrets_in_url(u.expose()),
+            None => format!("embedded reference webhook ({})", self.policy.name()),
+        }
+    }
+
+    /// Fault rules for the reference webhook, from the classes that declare one.
+    pub fn fault_rules(&self) -> Vec<crate::webhook::fault::Rule> {
+        self.classes
+            .iter()
+            .filter_map(|c| {
+                c.fault.clone().map(|fault| crate::webhook::fault::Rule {
+                    ids: c.template.clone(),
+                    fault,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Masks query values and user info of a URL: `http://h/api/f?code=***`.
+pub fn mask_secrets_in_url(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((b, q)) => (b, Some(q)),
+        None => (url, None),
+    };
+    let base = match base.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host))
+                if !rest.split('/').next().unwrap_or("").is_empty()
+                    && rest.find('@') < rest.find('/').or(Some(rest.len())) =>
+            {
+                format!("{scheme}://***@{host}")
+            }
+            _ => base.to_owned(),
+        },
+        None => base.to_owned(),
+    };
+    match query {
+        Some(q) => {
+            let masked: Vec<String> = q
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some((k, _)) => format!("{k}=***"),
+                    None => kv.to_owned(),
+                })
+                .collect();
+            format!("{base}?{}", masked.join("&"))
+        }
+        None => base,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking() {
+        assert_eq!(
+            mask_secrets_in_url("http://127.0.0.1:7071/api/HttpTrigger1?code=abc=="),
+            "http://127.0.0.1:7071/api/HttpTrigger1?code=***"
+        );
+        assert_eq!(mask_secrets_in_url("https://u:p@h/x"), "https://***@h/x");
+        assert_eq!(mask_secrets_in_url("http://h/x"), "http://h/x");
+        assert_eq!(format!("{:?}", Secret::new("k")), "<redacted>");
+    }
+}
+
+impl Scenario {
+    /// Devices per class.
+    pub fn population_sizes(&self) -> Vec<u64> {
+        self.classes
+            .iter()
+            .map(|c| c.range.1 - c.range.0 + 1)
+            .collect()
+    }
+}
+
+impl Scenario {
+    /// Points the run at another webhook URL (`--url`): updates the target and the masked
+    /// `customAllocationDefinition.webhookUrl` DPS echoes in every request.
+    pub fn set_target_url(&mut self, url: &str) -> Result<(), String> {
+        if !url.starts_with("http://") {
+            return Err(if url.starts_with("https://") {
+                "https:// targets need TLS, which this build does not have yet; use http://".into()
+            } else {
+                format!("`{}` is not an http:// URL", mask_secrets_in_url(url))
+            });
+        }
+        let masked = crate::dps::allocation::mask_url(url);
+        if let Some(g) = &mut self.enrollment.group {
+            g.record.custom_allocation_definition.webhook_url = masked.clone();
+        }
+        for i in &mut self.enrollment.individuals {
+            i.record.custom_allocation_definition.webhook_url = masked.clone();
+        }
+        self.target.url = Some(Secret::new(url));
+        Ok(())
+    }
+}

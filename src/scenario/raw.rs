@@ -1,0 +1,183 @@
+//! The serde mirror of a scenario file: exactly the TOML, `deny_unknown_fields` everywhere, spans
+//! kept on every value that validation may reject so its error can point at the line.
+//! Nothing here is interpreted; `validate.rs` turns it into typed values.
+
+#![allow(missing_docs)]
+
+use serde::Deserialize;
+use toml::Spanned as S;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Scenario {
+    pub name: S<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
+    pub target: Target,
+    #[serde(default)]
+    pub webhook: Webhook,
+    #[serde(default)]
+    pub dps: Dps,
+    #[serde(default)]
+    pub enrollment: Option<S<Enrollment>>,
+    #[serde(default)]
+    pub individual_enrollments: Vec<Individual>,
+    #[serde(default)]
+    pub devices: Vec<Class>,
+    #[serde(default)]
+    pub load: Load,
+    #[serde(default)]
+    pub report: Report,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Target {
+    pub mode: Option<S<String>>,
+    pub url: Option<S<String>>,
+    pub function_key: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Webhook {
+    pub policy: Option<S<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Dps {
+    pub retry_scale: Option<S<f64>>,
+    pub retry_count: Option<u32>,
+    pub retry_initial: Option<S<String>>,
+    pub retry_increment: Option<S<String>>,
+    pub no_answer: Option<S<String>>,
+    pub no_answer_code: Option<u32>,
+    pub unlinked_hub_code: Option<u32>,
+    pub malformed_code: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Enrollment {
+    pub group_id: Option<S<String>>,
+    pub primary_key: Option<S<String>>,
+    pub secondary_key: Option<S<String>>,
+    pub api_version: Option<String>,
+    pub iot_hubs: Option<S<Vec<String>>>,
+    pub linked_hubs: Option<S<Vec<String>>>,
+    pub reprovision: Option<Reprovision>,
+    pub iot_edge: Option<bool>,
+    pub provisioning_status: Option<S<String>>,
+    pub initial_twin: Option<Twin>,
+    pub created: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Reprovision {
+    pub update_hub_assignment: bool,
+    pub migrate_device_data: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Individual {
+    pub registration_id: S<String>,
+    pub primary_key: S<String>,
+    pub secondary_key: Option<S<String>>,
+    pub device_id: Option<String>,
+    pub provisioning_status: Option<S<String>>,
+    pub iot_hubs: Option<S<Vec<String>>>,
+    pub initial_twin: Option<Twin>,
+    pub reprovision: Option<Reprovision>,
+    pub iot_edge: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Class {
+    pub class: S<String>,
+    pub id: S<String>,
+    pub count: Option<S<u64>>,
+    pub range: Option<S<[u64; 2]>>,
+    pub payload: Option<S<toml::Table>>,
+    pub current: Option<Current>,
+    pub expect: S<Expect>,
+    pub fault: Option<S<Fault>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Current {
+    pub hub: String,
+    pub device_id: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Expect {
+    pub status: S<String>,
+    pub hub: Option<String>,
+    pub device_id: Option<String>,
+    pub error_code: Option<u32>,
+    pub error_message: Option<String>,
+    pub twin: Option<Twin>,
+    pub payload: Option<toml::Table>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Twin {
+    pub tags: Option<toml::Table>,
+    pub desired: Option<toml::Table>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Fault {
+    pub status: Option<S<u16>>,
+    pub body: Option<String>,
+    pub hub: Option<S<String>>,
+    pub malformed: Option<bool>,
+    pub delay: Option<S<String>>,
+    pub fraction: Option<S<f64>>,
+    pub first_calls: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Rate {
+    PerSecond(f64),
+    Word(String),
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Load {
+    pub rate: Option<S<Rate>>,
+    pub connections: Option<S<u32>>,
+    pub duration: Option<S<String>>,
+    pub count: Option<S<u64>>,
+    pub stages: Option<Vec<Stage>>,
+    pub max_in_flight: Option<S<u32>>,
+    pub grace: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Stage {
+    pub to: S<f64>,
+    pub over: S<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Report {
+    pub out: Option<String>,
+    pub examples: Option<usize>,
+}

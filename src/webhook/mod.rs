@@ -1,0 +1,7 @@
+//! The reference webhook: the seed functions ([`policy`]), fault injection ([`fault`]) and the
+//! HTTP server that serves them ([`server`]), both standalone (`loadtest webhook serve`) and
+//! in-process when a scenario names no URL.
+
+pub mod fault;
+pub mod policy;
+pub mod server;

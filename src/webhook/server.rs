@@ -1,0 +1,193 @@
+//! The reference webhook's HTTP server (hyper 1.x, HTTP/1.1 keep-alive). It answers a POST on any
+//! path, so a function URL such as `/api/HttpTrigger1?code=…` works as-is.
+//!
+//! `run(listener, config, shutdown)` takes an already-bound listener (tests bind `127.0.0.1:0`)
+//! and returns when `shutdown` resolves and open connections have drained (at most 2 s).
+//! It never logs request bodies (they could carry device payloads).
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use serde::Deserialize;
+use tokio::net::TcpListener;
+
+use super::fault::Rule;
+use super::policy::{Policy, Reply};
+
+/// DPS's maximum message size is 96 KB; accept up to 1 MiB before refusing with 413.
+const MAX_BODY: usize = 1 << 20;
+
+/// What the server does.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The seed function to behave like.
+    pub policy: Policy,
+    /// Fault rules, first match wins.
+    pub faults: Vec<Rule>,
+}
+
+#[derive(Debug)]
+struct State {
+    config: Config,
+    /// Calls per registration ID, kept only when a rule limits itself to the first N calls.
+    /// std Mutex: never held across an await.
+    calls: Mutex<HashMap<String, u32>>,
+    counts_calls: bool,
+}
+
+/// A server running in the background of this process.
+#[derive(Debug)]
+pub struct Handle {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Handle {
+    /// Stops the server and waits for it.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+/// Binds `addr` and serves in a background task.
+pub async fn spawn(addr: SocketAddr, config: Config) -> std::io::Result<Handle> {
+    let listener = TcpListener::bind(addr).await?;
+    let addr = listener.local_addr()?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(run(listener, config, async move {
+        let _ = rx.await;
+    }));
+    Ok(Handle {
+        addr,
+        stop: Some(tx),
+        task,
+    })
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) {
+    let counts_calls = config.faults.iter().any(|r| r.fault.first_calls.is_some());
+    let state = Arc::new(State {
+        config,
+        calls: Mutex::new(HashMap::new()),
+        counts_calls,
+    });
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let state = state.clone();
+                let service = hyper::service::service_fn(move |req| handle(req, state.clone()));
+                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            () = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+}
+
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(rename = "deviceRuntimeContext")]
+    ctx: Option<ProbeCtx>,
+}
+
+#[derive(Deserialize)]
+struct ProbeCtx {
+    #[serde(rename = "registrationId")]
+    registration_id: Option<String>,
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    state: Arc<State>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.method() != Method::POST {
+        return Ok(reply(Reply {
+            status: 405,
+            content_type: None,
+            body: Vec::new(),
+        }));
+    }
+    let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Ok(reply(Reply {
+                status: 413,
+                content_type: None,
+                body: Vec::new(),
+            }))
+        }
+    };
+    let fault = if state.config.faults.is_empty() {
+        None
+    } else {
+        select_fault(&state, &body)
+    };
+    if let Some(delay) = fault.and_then(|r| r.fault.delay) {
+        tokio::time::sleep(delay).await;
+    }
+    let answer = match fault.and_then(|r| r.fault.action.as_ref()) {
+        Some(action) => action.reply(),
+        None => state.config.policy.respond(&body),
+    };
+    Ok(reply(answer))
+}
+
+fn select_fault<'a>(state: &'a State, body: &[u8]) -> Option<&'a Rule> {
+    let id = serde_json::from_slice::<Probe>(body)
+        .ok()?
+        .ctx?
+        .registration_id?;
+    let rule = state.config.faults.iter().find(|r| r.selects(&id))?;
+    if let Some(limit) = rule.fault.first_calls {
+        if state.counts_calls {
+            let mut calls = state.calls.lock().expect("calls lock poisoned");
+            let n = calls.entry(id).or_insert(0);
+            *n += 1;
+            if *n > limit {
+                return None;
+            }
+        }
+    }
+    Some(rule)
+}
+
+fn reply(r: Reply) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(r.body)));
+    *resp.status_mut() =
+        StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(ct) = r.content_type {
+        resp.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    resp
+}

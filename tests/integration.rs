@@ -1,1 +1,13 @@
+//! All integration tests, one binary (ripgrep's layout): each module is one area.
 
+#![allow(unreachable_pub)]
+
+// Shared helpers: run the binary, start the reference webhook as a separate process.
+mod util;
+
+// `loadtest keys`: seed vectors and CSV export.
+mod keys;
+// `loadtest run` in webhook mode against the embedded and an external webhook.
+mod webhook_mode;
+// Errors, interruption and accounting.
+mod robustness;

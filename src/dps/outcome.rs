@@ -35,6 +35,8 @@ pub enum Answer<'a> {
 }
 
 /// What DPS does next.
+// Returned once per webhook call and never stored: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
     /// The registration is finished.

@@ -1,10 +1,10 @@
 //! The load engine shared by every driver: it decides *when* each request starts, hands it to an
 //! [`Executor`] (which decides *what* a request is), and folds the results into [`Metrics`].
 //!
-//! - Open loop: request `k` is due at `start + schedule.offset(k)`. The pacer sleeps on the tokio
-//!   timer until ~1 ms before, then yields until the instant (the timer alone is 1 ms coarse). At
+//! - Open loop: request `k` is due at `start + schedule.offset(k)`. At
 //!   most `max_in_flight` requests run at once; beyond that the pacer waits, and the wait shows up
 //!   as schedule lag, never as a silently dropped request (wrk2's queue + intended-start timing).
+//!   The pacer sleeps on its own thread (see [`pace_open`] for why).
 //! - Closed loop (`rate = "max"`): `connections` workers send back to back; intended = send.
 //!
 //! Stopping (end of schedule, Ctrl-C, `--duration`): scheduling stops, in-flight requests get
@@ -226,6 +226,9 @@ pub async fn run<E: Executor>(
     }
 }
 
+/// The open-loop pacer. It runs on a blocking-pool thread and sleeps with `std::thread::sleep`
+/// (nanosleep, ~50-100 µs late) because tokio's timer has 1 ms resolution: sleeping on it adds up
+/// to 1 ms of schedule lag, and spinning on `yield_now` instead burns a core the target may need.
 #[allow(clippy::too_many_arguments)]
 async fn pace_open<E: Executor>(
     exec: &Arc<E>,
@@ -237,45 +240,65 @@ async fn pace_open<E: Executor>(
     sent: &Arc<AtomicU64>,
     stop: &Stop,
 ) {
-    let mut k = 0u64;
-    while let Some(offset) = schedule.offset(k) {
-        if stop.level() > 0 {
-            return;
-        }
-        let intended = start + offset;
-        loop {
-            let now = Instant::now();
-            if now >= intended {
-                break;
-            }
-            if intended - now > Duration::from_millis(2) {
-                tokio::select! {
-                    () = tokio::time::sleep_until(intended - Duration::from_millis(1)) => {}
-                    () = stop.reached(1) => return,
+    let (exec, population, schedule, sem, tx, sent, stop) = (
+        exec.clone(),
+        population.clone(),
+        schedule.clone(),
+        sem.clone(),
+        tx.clone(),
+        sent.clone(),
+        stop.clone(),
+    );
+    let handle = tokio::runtime::Handle::current();
+    let pacer = tokio::task::spawn_blocking(move || {
+        let start_std = start.into_std();
+        let mut k = 0u64;
+        while let Some(offset) = schedule.offset(k) {
+            let intended_std = start_std + offset;
+            loop {
+                if stop.level() > 0 {
+                    return;
                 }
-            } else {
-                tokio::task::yield_now().await;
+                let now = std::time::Instant::now();
+                if now >= intended_std {
+                    break;
+                }
+                // Sleep in slices so a stop request is noticed within 50 ms even at low rates.
+                std::thread::sleep((intended_std - now).min(Duration::from_millis(50)));
             }
+            let permit = match sem.clone().try_acquire_owned() {
+                Ok(p) => p,
+                Err(_) => {
+                    let acquired = handle.block_on(async {
+                        tokio::select! {
+                            p = sem.clone().acquire_owned() => p.ok(),
+                            () = stop.reached(1) => None,
+                        }
+                    });
+                    match acquired {
+                        Some(p) => p,
+                        None => return,
+                    }
+                }
+            };
+            sent.fetch_add(1, Ordering::Relaxed);
+            let (exec, tx, device) = (exec.clone(), tx.clone(), population.device(k));
+            let intended = Instant::from_std(intended_std);
+            handle.spawn(async move {
+                let sample = exec
+                    .execute(Job {
+                        index: k,
+                        device,
+                        intended,
+                    })
+                    .await;
+                let _ = tx.send(sample);
+                drop(permit);
+            });
+            k += 1;
         }
-        let permit = tokio::select! {
-            p = sem.clone().acquire_owned() => p.expect("semaphore is never closed"),
-            () = stop.reached(1) => return,
-        };
-        sent.fetch_add(1, Ordering::Relaxed);
-        let (exec, tx, device) = (exec.clone(), tx.clone(), population.device(k));
-        tokio::spawn(async move {
-            let sample = exec
-                .execute(Job {
-                    index: k,
-                    device,
-                    intended,
-                })
-                .await;
-            let _ = tx.send(sample);
-            drop(permit);
-        });
-        k += 1;
-    }
+    });
+    let _ = pacer.await;
 }
 
 /// Waits until `drained()` holds, `grace` passes, or a second stop request arrives.

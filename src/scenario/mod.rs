@@ -312,22 +312,6 @@ pub fn mask_secrets_in_url(url: &str) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn masking() {
-        assert_eq!(
-            mask_secrets_in_url("http://127.0.0.1:7071/api/HttpTrigger1?code=abc=="),
-            "http://127.0.0.1:7071/api/HttpTrigger1?code=***"
-        );
-        assert_eq!(mask_secrets_in_url("https://u:p@h/x"), "https://***@h/x");
-        assert_eq!(mask_secrets_in_url("http://h/x"), "http://h/x");
-        assert_eq!(format!("{:?}", Secret::new("k")), "<redacted>");
-    }
-}
-
 impl Scenario {
     /// Devices per class.
     pub fn population_sizes(&self) -> Vec<u64> {
@@ -358,5 +342,21 @@ impl Scenario {
         }
         self.target.url = Some(Secret::new(url));
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn masking() {
+        assert_eq!(
+            mask_secrets_in_url("http://127.0.0.1:7071/api/HttpTrigger1?code=abc=="),
+            "http://127.0.0.1:7071/api/HttpTrigger1?code=***"
+        );
+        assert_eq!(mask_secrets_in_url("https://u:p@h/x"), "https://***@h/x");
+        assert_eq!(mask_secrets_in_url("http://h/x"), "http://h/x");
+        assert_eq!(format!("{:?}", Secret::new("k")), "<redacted>");
     }
 }

@@ -318,7 +318,7 @@ impl Validator<'_> {
                     let s = e
                         .as_ref()
                         .and_then(|e| e.iot_hubs.as_ref())
-                        .map_or(span.clone(), |h| h.span());
+                        .map_or(span, |h| h.span());
                     return self.err(
                         s,
                         "enrollment.iot_hubs",
@@ -339,7 +339,7 @@ impl Validator<'_> {
         };
         let definition = CustomAllocationDefinition {
             webhook_url: mask_url(webhook_url),
-            api_version: api_version.clone(),
+            api_version,
         };
         let record = |group_id: Option<String>,
                       reg: Option<String>,
@@ -468,7 +468,7 @@ impl Validator<'_> {
                     primary_key,
                     secondary_key,
                     initial_twin: e.initial_twin.as_ref().map(twin_json),
-                    offered_hubs: iot_hubs.clone(),
+                    offered_hubs: iot_hubs,
                 })
             }
             _ => None,

@@ -1,0 +1,117 @@
+use std::io::Write as _;
+use std::time::Duration;
+
+use crate::util::{bin, run, scenario, summary, tempdir};
+
+#[test]
+fn malformed_scenario_names_file_line_column_and_key() {
+    let dir = tempdir();
+    let path = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(scenario("contoso.toml"))
+        .unwrap()
+        .replace("rate = 2000 ", "rate = \"fast\" ");
+    std::fs::File::create(&path)
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let line = text
+        .lines()
+        .position(|l| l.starts_with("rate = \"fast\""))
+        .unwrap()
+        + 1;
+    let r = run(&["run", path.to_str().unwrap(), "--no-progress"]);
+    assert_eq!(r.code, 2);
+    let want = format!("{}:{line}:8: load.rate:", path.display());
+    assert!(r.stderr.contains(&want), "{}", r.stderr);
+
+    std::fs::write(&path, text.replace("[load]", "[load]\nratee = 5")).unwrap();
+    let r = run(&["run", path.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("load.ratee: unknown field `ratee`, expected one of"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn unreachable_target_is_a_clear_error_with_a_full_report() {
+    // A port that was free a moment ago: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempdir();
+    let out = dir.path().join("r");
+    let url = format!("http://127.0.0.1:{port}/api/HttpTrigger1?code=k");
+    let r = run(&[
+        "run",
+        scenario("contoso.toml").to_str().unwrap(),
+        "--url",
+        &url,
+        "--count",
+        "50",
+        "--rate",
+        "500",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(
+        r.stderr.contains("never answered") && r.stderr.to_lowercase().contains("connect"),
+        "{}",
+        r.stderr
+    );
+    let v = summary(&out);
+    assert_eq!(v["requests"]["failed"], 50);
+    assert_eq!(v["requests"]["completed"], 0);
+    assert_eq!(v["verdict"], "fail");
+}
+
+#[test]
+fn ctrl_c_stops_and_accounts_for_every_scheduled_request() {
+    let dir = tempdir();
+    let out = dir.path().join("r");
+    let mut child = bin()
+        .args([
+            "run",
+            scenario("contoso.toml").to_str().unwrap(),
+            "--rate",
+            "200",
+            "--duration",
+            "30s",
+            "--no-progress",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let code = child.wait().unwrap().code();
+    assert_eq!(code, Some(130));
+    let v = summary(&out);
+    assert_eq!(v["interrupted"], true);
+    assert_eq!(v["requests"]["scheduled"], 6000);
+    let sent = v["requests"]["sent"].as_u64().unwrap();
+    assert!(sent > 100 && sent < 1000, "{sent}");
+    assert_eq!(v["requests"]["not_sent"].as_u64().unwrap(), 6000 - sent);
+}
+
+#[test]
+fn help_documents_exit_codes() {
+    let r = run(&["run", "--help"]);
+    assert_eq!(r.code, 0);
+    for code in ["0 ", "1 ", "2 ", "130"] {
+        assert!(r.stdout.contains(&format!("  {code}")), "{}", r.stdout);
+    }
+}

@@ -1,0 +1,125 @@
+//! Test helpers: the `loadtest` binary as a subprocess, the reference webhook as a separate
+//! process on 127.0.0.1:0, report reading and schema validation.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_loadtest"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+pub fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name)
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+pub fn run(args: &[&str]) -> Run {
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = bin()
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("loadtest runs");
+    Run {
+        code: status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&stdout).into(),
+        stderr: String::from_utf8_lossy(&stderr).into(),
+    }
+}
+
+/// The reference webhook in its own process; killed on drop.
+pub struct Webhook {
+    child: Child,
+    pub base: String,
+}
+
+impl Webhook {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = bin()
+            .args(["webhook", "serve", "--addr", "127.0.0.1:0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("webhook starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let start = line
+            .find("http://")
+            .unwrap_or_else(|| panic!("no URL in {line:?}"));
+        let base = line[start..].split_whitespace().next().unwrap().to_owned();
+        Self { child, base }
+    }
+}
+
+impl Drop for Webhook {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn summary(dir: &Path) -> Value {
+    let text = std::fs::read_to_string(dir.join("summary.json")).expect("summary.json written");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_valid(&v);
+    assert_accounted(&v);
+    v
+}
+
+/// summary.json satisfies the committed JSON Schema.
+pub fn assert_valid(v: &Value) {
+    let schema: Value =
+        serde_json::from_str(include_str!("../../reports/schema/summary.schema.json")).unwrap();
+    let validator = jsonschema::validator_for(&schema).expect("the schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(v)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "summary.json violates the schema: {errors:#?}"
+    );
+}
+
+/// scheduled = completed + failed + timed_out + not_sent, and sent + not_sent = scheduled.
+pub fn assert_accounted(v: &Value) {
+    let r = &v["requests"];
+    let n = |k: &str| r[k].as_u64().unwrap();
+    assert_eq!(
+        n("scheduled"),
+        n("completed") + n("failed") + n("timed_out") + n("not_sent"),
+        "{r}"
+    );
+    assert_eq!(n("scheduled"), n("sent") + n("not_sent"), "{r}");
+}
+
+pub fn class<'a>(v: &'a Value, name: &str) -> &'a Value {
+    v["classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no class {name}"))
+}
+
+pub fn tempdir() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}

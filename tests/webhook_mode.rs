@@ -1,0 +1,173 @@
+use crate::util::{class, run, scenario, summary, tempdir, Webhook};
+
+fn run_scenario(file: &str, extra: &[&str]) -> (crate::util::Run, serde_json::Value) {
+    let dir = tempdir();
+    let out = dir.path().join("report");
+    let s = scenario(file);
+    let mut args = vec![
+        "run",
+        s.to_str().unwrap(),
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let r = run(&args);
+    let v = summary(&out);
+    (r, v)
+}
+
+#[test]
+fn contoso_embedded_passes_with_the_per_class_table() {
+    let (r, v) = run_scenario("contoso.toml", &["--count", "1200", "--rate", "3000"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("class")
+            && r.stdout.contains("toaster-reprovision")
+            && r.stdout.contains("verdict: PASS"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(v["verdict"], "pass");
+    assert_eq!(v["requests"]["completed"], 1200);
+    assert_eq!(
+        class(&v, "toaster")["hubs"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["contoso-toasters-hub-1098.azure-devices.net"]
+    );
+    assert_eq!(
+        class(&v, "heatpump")["hubs"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["contoso-heatpumps-hub-1098.azure-devices.net"]
+    );
+    assert!(
+        class(&v, "unrecognised")["outcomes"]["failed:400207"]
+            .as_u64()
+            .unwrap()
+            > 0
+    );
+    // Shuffled interleaving: every class is hit in the first 1,200 of 8,400 devices.
+    for c in v["classes"].as_array().unwrap() {
+        assert!(c["requests"].as_u64().unwrap() > 0, "{c}");
+    }
+}
+
+#[test]
+fn older_seeds_behave_as_their_documents_say() {
+    let (r, v) = run_scenario(
+        "contoso-tutorial-2020.toml",
+        &["--count", "400", "--rate", "2000"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(
+        class(&v, "heatpump")["outcomes"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["failed:400207"]
+    );
+    assert_eq!(
+        class(&v, "toaster")["outcomes"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .collect::<Vec<_>>(),
+        ["assigned"]
+    );
+    let (r, v) = run_scenario(
+        "contoso-howto-2018.toml",
+        &["--count", "400", "--rate", "2000"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    assert_eq!(v["verdict"], "pass");
+}
+
+/// The troubleshooting table against the reference webhook in its own process, by URL, with a
+/// function key that must never be printed or written.
+#[test]
+fn external_webhook_every_troubleshooting_row() {
+    let faults = scenario("contoso-faults.toml");
+    let hook = Webhook::start(&["--scenario", faults.to_str().unwrap()]);
+    let secret = "TOPSECRET-function-key-77";
+    let url = format!("{}/api/HttpTrigger1?code={secret}", hook.base);
+    let (r, v) = run_scenario("contoso-faults.toml", &["--url", &url]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let only = |name: &str| -> String {
+        let o = class(&v, name)["outcomes"].as_object().unwrap().clone();
+        assert_eq!(o.len(), 1, "{name}: {o:?}");
+        o.keys().next().unwrap().clone()
+    };
+    assert_eq!(only("assigned"), "assigned");
+    assert_eq!(only("hub-null"), "failed:400208");
+    assert_eq!(only("hub-empty"), "failed:400208");
+    assert_eq!(only("unauthorized"), "failed:400209");
+    assert_eq!(only("throttled-then-assigned"), "assigned");
+    assert_eq!(only("throttled-gives-up"), "failed:400207");
+    assert_eq!(only("server-error"), "failed:400207");
+    assert_eq!(only("forbidden"), "failed:400207");
+    assert_eq!(only("hub-not-linked"), "failed:400207");
+    assert_eq!(only("malformed"), "failed:400207");
+    assert_eq!(only("timeout"), "failed:400207");
+    assert_eq!(only("disabled"), "disabled");
+    assert_eq!(only("individual"), "assigned");
+    // >= 429 is retried 10 times: 11 attempts each for the two give-up classes (20 devices each),
+    // 3 for the recovering class, none for the disabled device.
+    let attempts = v["requests"]["attempts"].as_u64().unwrap();
+    assert_eq!(attempts, 20 * 11 * 2 + 20 * 3 + (222 - 20 * 3 - 1));
+    assert_eq!(v["requests"]["timed_out"], 10);
+    // Retries take DPS's (scaled) schedule: 1+10+...+82 ms = 415 ms before giving up.
+    assert!(
+        class(&v, "throttled-gives-up")["latency_us"]["p50"]
+            .as_u64()
+            .unwrap()
+            >= 415_000
+    );
+    // The function key never leaks.
+    assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret));
+    assert!(!v.to_string().contains(secret), "the summary leaks the key");
+    assert!(
+        v["target"]
+            .as_str()
+            .unwrap()
+            .ends_with("/api/HttpTrigger1?code=***"),
+        "{}",
+        v["target"]
+    );
+}
+
+/// A webhook that changed behaviour fails the run (exit 1) and the report says where.
+#[test]
+fn a_changed_webhook_fails_with_the_differences() {
+    let hook = Webhook::start(&["--policy", "tutorial-2020"]);
+    let url = format!("{}/api/HttpTrigger1", hook.base);
+    let (r, v) = run_scenario(
+        "contoso.toml",
+        &["--url", &url, "--count", "300", "--rate", "2000"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert_eq!(v["verdict"], "fail");
+    let toaster = class(&v, "toaster");
+    assert_eq!(toaster["passed"], 0);
+    let fields: Vec<&str> = toaster["mismatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"status") && fields.contains(&"hub"),
+        "{fields:?}"
+    );
+    assert!(
+        r.stdout.contains("differ in hub") && r.stdout.contains("verdict: FAIL"),
+        "{}",
+        r.stdout
+    );
+}

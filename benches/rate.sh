@@ -12,9 +12,9 @@ cargo build --release --quiet
 BIN=target/release/loadtest
 tmp=$(mktemp -d)
 trap 'kill $server 2>/dev/null || true; rm -rf "$tmp"' EXIT
-pin() { if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then taskset -c "$@"; else shift; "$@"; fi; }
+pin() { if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then exec taskset -c "$@"; else shift; exec "$@"; fi; }
 
-pin 0 "$BIN" webhook serve --addr 127.0.0.1:0 >"$tmp/serve.log" &
+(pin 0 "$BIN" webhook serve --addr 127.0.0.1:0 >"$tmp/serve.log") &
 server=$!
 for _ in $(seq 50); do grep -q http:// "$tmp/serve.log" 2>/dev/null && break; sleep 0.1; done
 url="$(grep -o 'http://[0-9.:]*' "$tmp/serve.log")/api/HttpTrigger1"

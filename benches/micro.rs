@@ -28,9 +28,6 @@ fn keys(c: &mut Criterion) {
         b.iter(|| g.derive(black_box("breakroom499-contoso-tstrsd-007")))
     });
     use base64::Engine as _;
-    let raw = base64::engine::general_purpose::STANDARD
-        .decode(GROUP)
-        .unwrap();
     c.bench_function(
         "derive_device_key (naive: decode + re-key each time)",
         |b| {

@@ -4,6 +4,8 @@
 //!
 //! The schema is documented key by key in `scenarios/README.md`.
 
+mod classes;
+mod enrollment;
 mod error;
 mod raw;
 mod validate;

@@ -1,7 +1,6 @@
 //! Raw TOML → typed [`Scenario`]: every value checked once, every error located and naming the
 //! valid choices. `${NAME}` in secrets and URLs is expanded from the environment here.
 
-use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -9,19 +8,9 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::error::{ScenarioError, Source};
-use super::{
-    raw, Class, Current, Enrollment, Expect, Group, Individual, Load, Rate, ReportOptions,
-    Scenario, Secret, Stage, Target,
-};
+use super::{raw, Load, Rate, ReportOptions, Scenario, Secret, Stage, Target};
 use crate::device::keys::decode_key;
-use crate::device::template::IdTemplate;
-use crate::dps::allocation::{
-    mask_url, Attestation, Capabilities, CustomAllocationDefinition, EnrollmentRecord,
-    ReprovisionPolicy,
-};
 use crate::dps::outcome::{NoAnswer, RetryPolicy, Rules};
-use crate::dps::Status;
-use crate::webhook::fault::{Action, Fault};
 use crate::webhook::policy::Policy;
 
 type Result<T> = std::result::Result<T, ScenarioError>;
@@ -29,7 +18,6 @@ type Result<T> = std::result::Result<T, ScenarioError>;
 /// The webhook URL DPS shows when the scenario drives the embedded webhook.
 const EMBEDDED_URL: &str =
     "https://contoso-function-app-1098.azurewebsites.net/api/HttpTrigger1?code=embedded";
-const DEFAULT_CREATED: &str = "2022-08-03T17:15:10.8464255Z";
 
 pub(super) fn validate(path: &Path, text: &str) -> Result<Scenario> {
     let src = Source { path, text };
@@ -41,12 +29,12 @@ pub(super) fn validate(path: &Path, text: &str) -> Result<Scenario> {
     v.scenario(raw)
 }
 
-struct Validator<'a> {
-    src: &'a Source<'a>,
+pub(super) struct Validator<'a> {
+    pub(super) src: &'a Source<'a>,
 }
 
 impl Validator<'_> {
-    fn err<T>(
+    pub(super) fn err<T>(
         &self,
         span: std::ops::Range<usize>,
         key: impl Into<String>,
@@ -56,7 +44,7 @@ impl Validator<'_> {
     }
 
     /// Expands `${NAME}` from the environment.
-    fn expand(&self, s: &Spanned<String>, key: &str) -> Result<String> {
+    pub(super) fn expand(&self, s: &Spanned<String>, key: &str) -> Result<String> {
         let mut out = String::new();
         let mut rest = s.get_ref().as_str();
         while let Some(i) = rest.find("${") {
@@ -81,7 +69,7 @@ impl Validator<'_> {
         Ok(out)
     }
 
-    fn duration(&self, s: &Spanned<String>, key: &str) -> Result<Duration> {
+    pub(super) fn duration(&self, s: &Spanned<String>, key: &str) -> Result<Duration> {
         humantime::parse_duration(s.get_ref().trim()).map_err(|e| {
             self.src.error(
                 s.span().start,
@@ -263,13 +251,13 @@ impl Validator<'_> {
         Ok(rules)
     }
 
-    fn key(&self, k: &Spanned<String>, key: &str) -> Result<Secret> {
+    pub(super) fn key(&self, k: &Spanned<String>, key: &str) -> Result<Secret> {
         let v = self.expand(k, key)?;
         decode_key(&v).map_err(|e| self.src.error(k.span().start, key, e.to_string()))?;
         Ok(Secret::new(v))
     }
 
-    fn status(&self, s: &Option<Spanned<String>>, key: &str) -> Result<String> {
+    pub(super) fn status(&self, s: &Option<Spanned<String>>, key: &str) -> Result<String> {
         match s {
             None => Ok("enabled".into()),
             Some(s) if s.get_ref() == "enabled" || s.get_ref() == "disabled" => {
@@ -284,419 +272,6 @@ impl Validator<'_> {
                 ),
             ),
         }
-    }
-
-    fn enrollment(
-        &self,
-        e: Option<Spanned<raw::Enrollment>>,
-        individuals: Vec<raw::Individual>,
-        webhook_url: &str,
-        classes: &[Class],
-        name_span: std::ops::Range<usize>,
-    ) -> Result<Enrollment> {
-        let span = e.as_ref().map_or(name_span, |e| e.span());
-        let e = e.map(Spanned::into_inner);
-        let api_version = e
-            .as_ref()
-            .and_then(|e| e.api_version.clone())
-            .unwrap_or_else(|| "2021-10-01".into());
-        let created = e
-            .as_ref()
-            .and_then(|e| e.created.clone())
-            .unwrap_or_else(|| DEFAULT_CREATED.into());
-        let iot_hubs = e
-            .as_ref()
-            .and_then(|e| e.iot_hubs.as_ref())
-            .map(|h| h.get_ref().clone());
-        let linked_hubs = e
-            .as_ref()
-            .and_then(|e| e.linked_hubs.as_ref())
-            .map(|h| h.get_ref().clone());
-        let (iot_hubs, linked_hubs) = match (iot_hubs, linked_hubs) {
-            (Some(i), Some(l)) => {
-                if let Some(h) = i.iter().find(|h| !l.contains(h)) {
-                    let s = e
-                        .as_ref()
-                        .and_then(|e| e.iot_hubs.as_ref())
-                        .map_or(span, |h| h.span());
-                    return self.err(
-                        s,
-                        "enrollment.iot_hubs",
-                        format!("`{h}` is not one of enrollment.linked_hubs"),
-                    );
-                }
-                (i, l)
-            }
-            (Some(i), None) => (i.clone(), i),
-            (None, Some(l)) => (l.clone(), l),
-            (None, None) => {
-                return self.err(
-                    span,
-                    "enrollment.iot_hubs",
-                    "name at least one IoT hub (iot_hubs or linked_hubs)",
-                )
-            }
-        };
-        let definition = CustomAllocationDefinition {
-            webhook_url: mask_url(webhook_url),
-            api_version,
-        };
-        let record = |group_id: Option<String>,
-                      reg: Option<String>,
-                      device_id: Option<String>,
-                      status: String,
-                      reprov: Option<raw::Reprovision>,
-                      edge: Option<bool>,
-                      hubs: Vec<String>,
-                      etag_seed: &str| EnrollmentRecord {
-            enrollment_group_id: group_id,
-            registration_id: reg,
-            device_id,
-            attestation: Attestation {
-                kind: "symmetricKey".into(),
-            },
-            capabilities: Capabilities {
-                iot_edge: edge.unwrap_or(false),
-            },
-            etag: etag(etag_seed),
-            provisioning_status: status,
-            reprovision_policy: reprov.map_or_else(ReprovisionPolicy::default, |r| {
-                ReprovisionPolicy {
-                    update_hub_assignment: r.update_hub_assignment,
-                    migrate_device_data: r.migrate_device_data,
-                }
-            }),
-            created_date_time_utc: created.clone(),
-            last_updated_date_time_utc: created.clone(),
-            allocation_policy: "custom".into(),
-            iot_hubs: hubs,
-            custom_allocation_definition: definition.clone(),
-        };
-
-        let mut seen = HashSet::new();
-        let mut ind = Vec::new();
-        for i in individuals {
-            let reg = i.registration_id.get_ref().clone();
-            if IdTemplate::parse(&reg)
-                .map(|t| t.has_placeholder())
-                .unwrap_or(true)
-            {
-                return self.err(
-                    i.registration_id.span(),
-                    "individual_enrollments.registration_id",
-                    "must be one valid registration ID (letters, digits, `-._:`)",
-                );
-            }
-            if !seen.insert(reg.to_ascii_lowercase()) {
-                return self.err(
-                    i.registration_id.span(),
-                    "individual_enrollments.registration_id",
-                    format!("`{reg}` is enrolled twice"),
-                );
-            }
-            let primary_key = self.key(&i.primary_key, "individual_enrollments.primary_key")?;
-            let secondary_key = i
-                .secondary_key
-                .as_ref()
-                .map(|k| self.key(k, "individual_enrollments.secondary_key"))
-                .transpose()?;
-            let status = self.status(
-                &i.provisioning_status,
-                "individual_enrollments.provisioning_status",
-            )?;
-            let hubs = i
-                .iot_hubs
-                .as_ref()
-                .map_or_else(|| iot_hubs.clone(), |h| h.get_ref().clone());
-            let device_id = i.device_id.clone().unwrap_or_else(|| reg.clone());
-            ind.push(Individual {
-                record: record(
-                    None,
-                    Some(reg.clone()),
-                    i.device_id.clone(),
-                    status.clone(),
-                    i.reprovision,
-                    i.iot_edge,
-                    hubs.clone(),
-                    &reg,
-                ),
-                registration_id: reg,
-                primary_key,
-                secondary_key,
-                device_id,
-                disabled: status == "disabled",
-                initial_twin: i.initial_twin.as_ref().map(twin_json),
-                offered_hubs: hubs,
-            });
-        }
-
-        let group = match &e {
-            Some(e) if e.group_id.is_some() || e.primary_key.is_some() => {
-                let Some(gid) = &e.group_id else {
-                    return self.err(
-                        span,
-                        "enrollment.group_id",
-                        "an enrollment group needs a group_id",
-                    );
-                };
-                let Some(pk) = &e.primary_key else {
-                    return self.err(
-                        gid.span(),
-                        "enrollment.primary_key",
-                        "an enrollment group needs a primary_key (e.g. \"${DPS_GROUP_KEY}\")",
-                    );
-                };
-                let primary_key = self.key(pk, "enrollment.primary_key")?;
-                let secondary_key = e
-                    .secondary_key
-                    .as_ref()
-                    .map(|k| self.key(k, "enrollment.secondary_key"))
-                    .transpose()?;
-                let status =
-                    self.status(&e.provisioning_status, "enrollment.provisioning_status")?;
-                Some(Group {
-                    record: record(
-                        Some(gid.get_ref().clone()),
-                        None,
-                        None,
-                        status,
-                        e.reprovision,
-                        e.iot_edge,
-                        iot_hubs.clone(),
-                        gid.get_ref(),
-                    ),
-                    primary_key,
-                    secondary_key,
-                    initial_twin: e.initial_twin.as_ref().map(twin_json),
-                    offered_hubs: iot_hubs,
-                })
-            }
-            _ => None,
-        };
-        let enrollment = Enrollment {
-            group,
-            individuals: ind,
-            linked_hubs,
-        };
-        if enrollment.group.is_none() {
-            // Every device must then be covered by an individual enrollment.
-            for c in classes {
-                for n in c.range.0..=c.range.1.min(c.range.0 + 10_000) {
-                    let id = c.template.render(n);
-                    if enrollment.individual(&id).is_none() {
-                        return self.err(span, "enrollment.group_id", format!("device `{id}` (class `{}`) has no individual enrollment and there is no enrollment group", c.name));
-                    }
-                }
-            }
-        }
-        Ok(enrollment)
-    }
-
-    fn classes(&self, devices: Vec<raw::Class>) -> Result<Vec<Class>> {
-        if devices.is_empty() {
-            return Err(self.src.error(
-                0,
-                "devices",
-                "a scenario needs at least one [[devices]] class",
-            ));
-        }
-        let mut names = HashSet::new();
-        let mut out = Vec::with_capacity(devices.len());
-        for (i, d) in devices.into_iter().enumerate() {
-            let k = |f: &str| format!("devices[{i}].{f}");
-            let name = d.class.get_ref().clone();
-            if !names.insert(name.clone()) {
-                return self.err(
-                    d.class.span(),
-                    k("class"),
-                    format!("class `{name}` is defined twice"),
-                );
-            }
-            let template = IdTemplate::parse(d.id.get_ref())
-                .map_err(|e| self.src.error(d.id.span().start, k("id"), e.to_string()))?;
-            let range = match (&d.count, &d.range) {
-                (Some(_), Some(r)) => {
-                    return self.err(r.span(), k("range"), "give either count or range, not both")
-                }
-                (Some(c), None) if *c.get_ref() == 0 => {
-                    return self.err(c.span(), k("count"), "must be at least 1")
-                }
-                (Some(c), None) => (1, *c.get_ref()),
-                (None, Some(r)) if r.get_ref()[0] > r.get_ref()[1] => {
-                    return self.err(
-                        r.span(),
-                        k("range"),
-                        "write [first, last] with first <= last",
-                    )
-                }
-                (None, Some(r)) => (r.get_ref()[0], r.get_ref()[1]),
-                (None, None) if template.has_placeholder() => {
-                    return self.err(
-                        d.id.span(),
-                        k("count"),
-                        "a template with `{n}` needs count or range",
-                    )
-                }
-                (None, None) => (0, 0),
-            };
-            if !template.has_placeholder() && range.0 != range.1 {
-                return self.err(
-                    d.id.span(),
-                    k("id"),
-                    "a fixed ID (no `{n}`) is one device; add `{n}` or set count = 1",
-                );
-            }
-            let payload_json = d
-                .payload
-                .as_ref()
-                .map(|p| serde_json::to_string(&table_json(p.get_ref())).expect("json"));
-            let current = d.current.map(|c| Current {
-                hub: c.hub,
-                device_id: c.device_id,
-            });
-            let expect = self.expect(&d.expect, &k("expect"))?;
-            let fault = d
-                .fault
-                .as_ref()
-                .map(|f| self.fault(f, &k("fault")))
-                .transpose()?;
-            out.push(Class {
-                name,
-                template,
-                range,
-                payload_json,
-                current,
-                expect,
-                fault,
-            });
-        }
-        Ok(out)
-    }
-
-    fn expect(&self, e: &Spanned<raw::Expect>, key: &str) -> Result<Expect> {
-        let span = e.span();
-        let e = e.get_ref();
-        let status = match Status::parse(e.status.get_ref()) {
-            Some(s @ (Status::Assigned | Status::Failed | Status::Disabled)) => s,
-            _ => {
-                return self.err(
-                    e.status.span(),
-                    format!("{key}.status"),
-                    format!(
-                        "unknown status `{}`; choose from: assigned, failed, disabled",
-                        e.status.get_ref()
-                    ),
-                )
-            }
-        };
-        if status != Status::Failed && (e.error_code.is_some() || e.error_message.is_some()) {
-            return self.err(
-                span,
-                format!("{key}.error_code"),
-                "error_code and error_message apply only to status = \"failed\"",
-            );
-        }
-        if status != Status::Assigned
-            && (e.hub.is_some() || e.twin.is_some() || e.device_id.is_some())
-        {
-            return self.err(
-                span,
-                format!("{key}.hub"),
-                "hub, device_id and twin apply only to status = \"assigned\"",
-            );
-        }
-        Ok(Expect {
-            status,
-            hub: e.hub.clone(),
-            device_id: e.device_id.clone(),
-            error_code: e.error_code,
-            error_message: e.error_message.clone(),
-            twin_tags: e
-                .twin
-                .as_ref()
-                .and_then(|t| t.tags.as_ref())
-                .map(table_json),
-            twin_desired: e
-                .twin
-                .as_ref()
-                .and_then(|t| t.desired.as_ref())
-                .map(table_json),
-            payload: e.payload.as_ref().map(table_json),
-        })
-    }
-
-    fn fault(&self, f: &Spanned<raw::Fault>, key: &str) -> Result<Fault> {
-        let span = f.span();
-        let f = f.get_ref();
-        let mut actions = Vec::new();
-        if let Some(s) = &f.status {
-            if !(100..=599).contains(s.get_ref()) {
-                return self.err(
-                    s.span(),
-                    format!("{key}.status"),
-                    "an HTTP status is 100..=599",
-                );
-            }
-            actions.push(Action::Status(*s.get_ref(), f.body.clone()));
-        } else if f.body.is_some() {
-            return self.err(span, format!("{key}.body"), "body goes with status");
-        }
-        if let Some(h) = &f.hub {
-            actions.push(match h.get_ref().as_str() {
-                "null" => Action::NullHub,
-                "empty" => Action::EmptyHub,
-                "unlinked" => Action::UnlinkedHub,
-                other => {
-                    return self.err(
-                        h.span(),
-                        format!("{key}.hub"),
-                        format!(
-                            "unknown hub fault `{other}`; choose from: {}",
-                            Action::HUB_NAMES.join(", ")
-                        ),
-                    )
-                }
-            });
-        }
-        if f.malformed == Some(true) {
-            actions.push(Action::Malformed);
-        }
-        if actions.len() > 1 {
-            return self.err(
-                span,
-                key.to_owned(),
-                "choose one of status, hub and malformed",
-            );
-        }
-        let delay = f
-            .delay
-            .as_ref()
-            .map(|d| self.duration(d, &format!("{key}.delay")))
-            .transpose()?;
-        if actions.is_empty() && delay.is_none() {
-            return self.err(
-                span,
-                key.to_owned(),
-                "a fault needs status, hub, malformed or delay",
-            );
-        }
-        let fraction = match &f.fraction {
-            Some(x) if !(*x.get_ref() > 0.0 && *x.get_ref() <= 1.0) => {
-                return self.err(
-                    x.span(),
-                    format!("{key}.fraction"),
-                    "a fraction is in (0, 1]",
-                )
-            }
-            Some(x) => *x.get_ref(),
-            None => 1.0,
-        };
-        Ok(Fault {
-            delay,
-            action: actions.pop(),
-            fraction,
-            first_calls: f.first_calls,
-        })
     }
 
     fn load(&self, l: &raw::Load) -> Result<Load> {
@@ -787,30 +362,8 @@ impl Validator<'_> {
     }
 }
 
-fn table_json(t: &toml::Table) -> Value {
+pub(super) fn table_json(t: &toml::Table) -> Value {
     serde_json::to_value(t).expect("TOML tables are JSON-representable")
-}
-
-fn twin_json(t: &raw::Twin) -> Value {
-    let mut v = serde_json::Map::new();
-    if let Some(tags) = &t.tags {
-        v.insert("tags".into(), table_json(tags));
-    }
-    if let Some(d) = &t.desired {
-        v.insert(
-            "properties".into(),
-            serde_json::json!({ "desired": table_json(d) }),
-        );
-    }
-    Value::Object(v)
-}
-
-/// A stable Cosmos-style etag derived from a name (quoted, as DPS sends it).
-fn etag(seed: &str) -> String {
-    use sha2::{Digest, Sha256};
-    let h = Sha256::digest(seed.as_bytes());
-    let hex: String = h.iter().take(10).map(|b| format!("{b:02x}")).collect();
-    format!("\"{}-0000-0700-0000-{}\"", &hex[..8], &hex[8..20])
 }
 
 #[cfg(test)]

@@ -115,3 +115,49 @@ fn help_documents_exit_codes() {
         assert!(r.stdout.contains(&format!("  {code}")), "{}", r.stdout);
     }
 }
+
+/// `https://` goes through rustls: against a plain-HTTP listener the handshake fails, and that is
+/// a classified transport error with a clear message, not a hang or a panic.
+#[test]
+fn https_targets_use_tls_and_report_handshake_failures() {
+    let hook = crate::util::Webhook::start(&[]);
+    let url = hook.base.replace("http://", "https://") + "/api/HttpTrigger1?code=k";
+    let dir = tempdir();
+    let out = dir.path().join("r");
+    let r = run(&[
+        "run",
+        scenario("contoso.toml").to_str().unwrap(),
+        "--url",
+        &url,
+        "--count",
+        "5",
+        "--rate",
+        "100",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    let v = summary(&out);
+    assert_eq!(v["requests"]["failed"], 5);
+    let msg = v["errors"][0]["message"].as_str().unwrap().to_lowercase();
+    assert!(
+        msg.contains("tls")
+            || msg.contains("ssl")
+            || msg.contains("handshake")
+            || msg.contains("record"),
+        "{msg}"
+    );
+    let r = run(&[
+        "run",
+        scenario("contoso.toml").to_str().unwrap(),
+        "--url",
+        "ftp://x/y?code=secret",
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("is not an http:// or https:// URL") && !r.stderr.contains("secret"),
+        "{}",
+        r.stderr
+    );
+}

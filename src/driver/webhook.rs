@@ -2,7 +2,7 @@
 //! allocation webhook: POST the exact AllocationRequest, follow DPS's retry schedule on >= 429,
 //! map the final answer with [`crate::dps::outcome`], and check it against the class expectation.
 //!
-//! HTTP is a hyper 1.x client with a keep-alive pool. Per-run constants (enrollment JSON, linked
+//! HTTP is a hyper 1.x client with a keep-alive pool; `https://` goes through rustls. Per-run constants (enrollment JSON, linked
 //! hubs, payloads) are serialised once in [`Offer`]s; a request only renders its ID and body.
 
 use std::collections::HashMap;
@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
 use hyper::{Request, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -75,7 +76,7 @@ struct IndividualPlan {
 /// The webhook-mode executor.
 #[derive(Debug)]
 pub struct WebhookExecutor {
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: Uri,
     function_key: Option<HeaderValue>,
     timeout: Duration,
@@ -111,6 +112,14 @@ impl WebhookExecutor {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(s.target.timeout));
+        connector.enforce_http(false);
+        // https:// (a deployed Azure Function) is verified against the Mozilla roots (webpki-roots),
+        // so results do not depend on the machine's certificate store.
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(s.load.connections.max(s.load.max_in_flight) as usize)
             .pool_idle_timeout(Duration::from_secs(30))
@@ -226,11 +235,14 @@ fn device_context<'a>(class: &'a Class, registration_id: &'a str) -> DeviceConte
 }
 
 /// A transport error as one line: the error and its causes, e.g.
-/// `client error (Connect): tcp connect error: Connection refused (os error 111)`.
+/// `client error (Connect): tcp connect error: Connection refused (os error 111)`; rustls errors
+/// are labelled `TLS handshake failed: …`.
 fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
+    let mut tls = false;
     while let Some(s) = src {
+        tls |= is_tls(s);
         let t = s.to_string();
         if !out.contains(&t) {
             out.push_str(": ");
@@ -238,7 +250,24 @@ fn describe(e: &(dyn std::error::Error + 'static)) -> String {
         }
         src = s.source();
     }
+    if tls {
+        out.insert_str(0, "TLS handshake failed: ");
+    }
     out
+}
+
+/// True when the error is a rustls error, possibly inside (nested) `io::Error`s.
+fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.is::<rustls::Error>() {
+        return true;
+    }
+    match e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        Some(inner) => is_tls(inner),
+        None => false,
+    }
 }
 
 impl Executor for WebhookExecutor {

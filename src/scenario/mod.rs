@@ -281,6 +281,22 @@ impl Scenario {
     }
 }
 
+/// A webhook URL must be `http://` or `https://` with a host; the error never shows secrets.
+pub fn check_url(url: &str) -> Result<(), String> {
+    match url.parse::<hyper::Uri>() {
+        Ok(u)
+            if matches!(u.scheme_str(), Some("http" | "https"))
+                && u.host().is_some_and(|h| !h.is_empty()) =>
+        {
+            Ok(())
+        }
+        _ => Err(format!(
+            "`{}` is not an http:// or https:// URL",
+            mask_secrets_in_url(url)
+        )),
+    }
+}
+
 /// Masks query values and user info of a URL: `http://h/api/f?code=***`.
 pub fn mask_secrets_in_url(url: &str) -> String {
     let (base, query) = match url.split_once('?') {
@@ -328,13 +344,7 @@ impl Scenario {
     /// Points the run at another webhook URL (`--url`): updates the target and the masked
     /// `customAllocationDefinition.webhookUrl` DPS echoes in every request.
     pub fn set_target_url(&mut self, url: &str) -> Result<(), String> {
-        if !url.starts_with("http://") {
-            return Err(if url.starts_with("https://") {
-                "https:// targets need TLS, which this build does not have yet; use http://".into()
-            } else {
-                format!("`{}` is not an http:// URL", mask_secrets_in_url(url))
-            });
-        }
+        check_url(url)?;
         let masked = crate::dps::allocation::mask_url(url);
         if let Some(g) = &mut self.enrollment.group {
             g.record.custom_allocation_definition.webhook_url = masked.clone();

@@ -173,13 +173,8 @@ impl Validator<'_> {
             None => None,
             Some(u) => {
                 let url = self.expand(u, "target.url")?;
-                if !url.starts_with("http://") {
-                    let what = if url.starts_with("https://") {
-                        "https:// targets need TLS, which this build does not have yet; use http://"
-                    } else {
-                        "the URL must start with http://"
-                    };
-                    return self.err(u.span(), "target.url", what);
+                if let Err(e) = super::check_url(&url) {
+                    return self.err(u.span(), "target.url", e);
                 }
                 Some(Secret::new(url))
             }

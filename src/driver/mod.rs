@@ -147,14 +147,14 @@ pub async fn run<E: Executor>(
     });
 
     let sent = Arc::new(AtomicU64::new(0));
-    let (scheduled, in_flight_done) = match &plan.pacing {
+    let scheduled = match &plan.pacing {
         Pacing::Open(schedule) => {
             let sem = Arc::new(Semaphore::new(plan.max_in_flight as usize));
             pace_open(&exec, &population, schedule, start, &sem, &tx, &sent, &stop).await;
             let limit = plan.max_in_flight as usize;
-            let drained =
-                wait_drained(plan.grace, &stop, || sem.available_permits() == limit).await;
-            (schedule.total(), drained)
+            // Whatever is still in flight after this is counted as abandoned (timed out) below.
+            wait_drained(plan.grace, &stop, || sem.available_permits() == limit).await;
+            schedule.total()
         }
         Pacing::Closed {
             workers,
@@ -201,16 +201,15 @@ pub async fn run<E: Executor>(
                     () = &mut workers_done => {}
                     () = stop.reached(1) => {
                         stopped.store(true, Ordering::Relaxed);
-                        let _ = wait_drained_fut(plan.grace, &stop, &mut workers_done).await;
+                        wait_drained_fut(plan.grace, &stop, &mut workers_done).await;
                     }
                 }
             }
             set.abort_all();
             let sent_now = sent.load(Ordering::Relaxed);
-            (count.unwrap_or(sent_now).max(sent_now), true)
+            count.unwrap_or(sent_now).max(sent_now)
         }
     };
-    let _ = in_flight_done;
     drop(tx);
     let _ = finish_tx.send(());
     let metrics = collector.await.expect("collector task does not panic");
@@ -302,19 +301,19 @@ async fn pace_open<E: Executor>(
 }
 
 /// Waits until `drained()` holds, `grace` passes, or a second stop request arrives.
-async fn wait_drained(grace: Duration, stop: &Stop, drained: impl Fn() -> bool) -> bool {
+async fn wait_drained(grace: Duration, stop: &Stop, drained: impl Fn() -> bool) {
     let poll = async {
         while !drained() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
     };
-    wait_drained_fut(grace, stop, poll).await
+    wait_drained_fut(grace, stop, poll).await;
 }
 
-async fn wait_drained_fut(grace: Duration, stop: &Stop, fut: impl Future<Output = ()>) -> bool {
+async fn wait_drained_fut(grace: Duration, stop: &Stop, fut: impl Future<Output = ()>) {
     tokio::select! {
-        r = tokio::time::timeout(grace, fut) => r.is_ok(),
-        () = stop.reached(2) => false,
+        _ = tokio::time::timeout(grace, fut) => {}
+        () = stop.reached(2) => {}
     }
 }
 

@@ -162,6 +162,8 @@ async fn handle(
     Ok(reply(answer))
 }
 
+/// Only called when fault rules exist: it reads the registration ID with a parse that skips every
+/// other field, so the common no-fault path parses the body once (in the policy).
 fn select_fault<'a>(state: &'a State, body: &[u8]) -> Option<&'a Rule> {
     let id = serde_json::from_slice::<Probe>(body)
         .ok()?

@@ -39,11 +39,6 @@ impl Progress {
         Self { bar: Some(bar) }
     }
 
-    /// Hidden.
-    pub fn hidden() -> Self {
-        Self { bar: None }
-    }
-
     /// Redraws from the current metrics.
     pub fn update(&self, m: &Metrics) {
         let Some(bar) = &self.bar else { return };

@@ -25,7 +25,6 @@ pub struct Device {
 #[derive(Debug, Clone)]
 pub struct Population {
     order: Vec<Device>,
-    per_class: Vec<u64>,
 }
 
 impl Population {
@@ -39,8 +38,7 @@ impl Population {
             }));
         }
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
-        let per_class = ranges.iter().map(|(a, b)| b - a + 1).collect();
-        Self { order, per_class }
+        Self { order }
     }
 
     /// Number of devices.
@@ -56,11 +54,6 @@ impl Population {
     /// The device used by request `i` (cycling).
     pub fn device(&self, i: u64) -> Device {
         self.order[(i % self.order.len() as u64) as usize]
-    }
-
-    /// Devices per class.
-    pub fn per_class(&self) -> &[u64] {
-        &self.per_class
     }
 
     /// Every device in registration order.

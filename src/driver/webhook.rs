@@ -175,21 +175,6 @@ impl WebhookExecutor {
         })
     }
 
-    /// The AllocationRequest body of one registration ID of one class (for `--dry-run`-style
-    /// inspection and tests).
-    pub fn body_for(&self, class: usize, registration_id: &str) -> Option<Vec<u8>> {
-        let plan = &self.classes[class];
-        let offer = match self.individuals.get(&registration_id.to_ascii_lowercase()) {
-            Some(i) => &i.offer,
-            None => plan.group.as_ref()?,
-        };
-        Some(
-            offer
-                .request
-                .body(&device_context(&plan.class, registration_id)),
-        )
-    }
-
     async fn call(&self, body: Bytes) -> (Option<(u16, Bytes)>, End, Option<String>) {
         let mut req = Request::post(self.uri.clone()).header(
             CONTENT_TYPE,

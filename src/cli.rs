@@ -2,17 +2,19 @@
 //! maps results to exit codes. Errors are reported here with context (`anyhow`); the library
 //! modules return typed errors.
 
-use std::io::Write as _;
+use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
+use crate::conformance::{self, snapshot::Comparison};
 use crate::device::keys::GroupKey;
 use crate::driver::Stop;
+use crate::report::Summary;
 use crate::run::{self, Overrides};
 use crate::scenario::{Rate, Scenario};
 use crate::webhook::policy::Policy;
@@ -24,14 +26,18 @@ pub const EXIT_PASS: u8 = 0;
 pub const EXIT_FAIL: u8 = 1;
 /// Exit code: usage, scenario or runtime error (including a target that never answered).
 pub const EXIT_ERROR: u8 = 2;
+/// Exit code: a threshold failed (k6's code), expectations and snapshot otherwise fine.
+pub const EXIT_THRESHOLD: u8 = 99;
 /// Exit code: interrupted by Ctrl-C (the report is still written).
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 const EXIT_CODES: &str = "\
 Exit codes:
-  0    every expectation met
-  1    an expectation failed, or requests went unanswered or unsent
+  0    every expectation, threshold and (check) snapshot passed
+  1    an expectation failed, requests went unanswered or unsent, or (check) the transcript
+       differs from its snapshot or has none yet
   2    usage, scenario or runtime error (including a target that never answered)
+  99   a threshold failed (or stopped the run with abort_on_fail); everything else passed
   130  interrupted by Ctrl-C (the report is still written, every request accounted for)";
 
 /// Load and conformance tests for Azure IoT DPS custom allocation webhooks.
@@ -47,6 +53,10 @@ enum Command {
     /// Run a scenario: drive its devices at its rate, check every outcome, write a report.
     #[command(after_help = EXIT_CODES)]
     Run(RunArgs),
+    /// Conformance gate: exercise every class, compare the outcome transcript with its snapshot,
+    /// evaluate thresholds.
+    #[command(after_help = EXIT_CODES)]
+    Check(CheckArgs),
     /// Device keys derived from an enrollment-group key.
     #[command(subcommand)]
     Keys(KeysCommand),
@@ -77,6 +87,39 @@ struct RunArgs {
     /// Report directory (default: reports/<scenario>-<UTC timestamp>/).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// No live progress line.
+    #[arg(long)]
+    no_progress: bool,
+    /// Seed of the load order (overrides the scenario's `seed`).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Also write a JUnit XML report here.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct CheckArgs {
+    /// Scenario file (TOML).
+    scenario: PathBuf,
+    /// Webhook URL (overrides target.url; a `?code=` function key is never printed).
+    #[arg(long)]
+    url: Option<String>,
+    /// Accept this run's transcript as the snapshot.
+    #[arg(long)]
+    update_snapshots: bool,
+    /// Snapshot file (default: `[check] snapshot`, else snapshots/<scenario name>.snap).
+    #[arg(long)]
+    snapshot: Option<PathBuf>,
+    /// Also write a JUnit XML report here.
+    #[arg(long)]
+    junit: Option<PathBuf>,
+    /// Report directory (default: reports/<scenario>-check-<UTC timestamp>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// Seed of the load order (the transcript does not depend on it).
+    #[arg(long)]
+    seed: Option<u64>,
     /// No live progress line.
     #[arg(long)]
     no_progress: bool,
@@ -169,6 +212,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(a) => run_command(a).await,
+        Command::Check(a) => check_command(a).await,
         Command::Keys(KeysCommand::Derive { group_key, ids }) => {
             let g = GroupKey::new(&group_key).context("--group-key")?;
             let mut out = std::io::stdout().lock();
@@ -198,6 +242,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
 
 async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
     let mut s = Scenario::load(&a.scenario)?;
+    if let Some(seed) = a.seed {
+        s.seed = seed;
+    }
     let o = Overrides {
         url: a.url,
         rate: a.rate,
@@ -208,8 +255,66 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
         progress: !a.no_progress,
     };
     run::apply(&mut s, &o)?;
+    let stop = on_ctrl_c(s.load.grace);
+    let finished = run::run(&s, &o, stop, None).await?;
+    conclude(&finished.summary, &finished.dir, a.junit.as_deref())
+}
+
+async fn check_command(a: CheckArgs) -> anyhow::Result<u8> {
+    let mut s = Scenario::load(&a.scenario)?;
+    if let Some(seed) = a.seed {
+        s.seed = seed;
+    }
+    let o = Overrides {
+        url: a.url,
+        out: a.out,
+        progress: !a.no_progress,
+        ..Overrides::default()
+    };
+    run::apply(&mut s, &o)?;
+    let stop = on_ctrl_c(s.load.grace);
+    let opts = conformance::CheckOptions {
+        update: a.update_snapshots,
+        snapshot: a.snapshot,
+    };
+    let checked = conformance::check(&mut s, &o, &opts, stop).await?;
+    let pending = conformance::snapshot::pending_path(&checked.snapshot);
+    match &checked.comparison {
+        None => eprintln!(
+            "snapshot {} not compared: the run did not exercise every sampled device",
+            checked.snapshot.display()
+        ),
+        Some(Comparison::Match) => {}
+        Some(Comparison::Updated { created }) => println!(
+            "snapshot {} {}",
+            checked.snapshot.display(),
+            if *created { "created" } else { "updated" }
+        ),
+        Some(Comparison::Missing) => eprintln!(
+            "no snapshot at {}; this run's transcript is in {} (accept it with --update-snapshots, or `cargo insta accept`)",
+            checked.snapshot.display(),
+            pending.display()
+        ),
+        Some(Comparison::Drift { summary, diff }) => {
+            let diff = if std::io::stderr().is_terminal() {
+                conformance::snapshot::colourise(diff)
+            } else {
+                diff.clone()
+            };
+            eprintln!(
+                "\nsnapshot drift: the outcomes differ from {}\n{summary}\n{diff}\nthis run's transcript is in {}; accept it with --update-snapshots (or `cargo insta review`)",
+                checked.snapshot.display(),
+                pending.display()
+            );
+        }
+    }
+    let f = &checked.finished;
+    conclude(&f.summary, &f.dir, a.junit.as_deref())
+}
+
+/// Ctrl-C: the first stops scheduling, the second abandons in-flight requests.
+fn on_ctrl_c(grace: Duration) -> Stop {
     let stop = Stop::default();
-    let grace = s.load.grace;
     let on_signal = stop.clone();
     tokio::spawn(async move {
         while tokio::signal::ctrl_c().await.is_ok() {
@@ -219,10 +324,22 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
             }
         }
     });
-    let finished = run::run(&s, &o, stop.clone()).await?;
-    let summary = &finished.summary;
+    stop
+}
+
+/// Prints the summary, writes JUnit, and maps the verdict to an exit code.
+fn conclude(summary: &Summary, dir: &Path, junit: Option<&Path>) -> anyhow::Result<u8> {
     print!("{}", crate::report::text::render(summary));
-    println!("report: {}", finished.dir.join("summary.json").display());
+    println!("report: {}", dir.join("summary.json").display());
+    if let Some(path) = junit {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(path, crate::report::junit::render(summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+        println!("junit: {}", path.display());
+    }
     let r = summary.requests;
     if summary.interrupted {
         return Ok(EXIT_INTERRUPTED);
@@ -238,11 +355,15 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
         );
         return Ok(EXIT_ERROR);
     }
-    Ok(if summary.passed() {
-        EXIT_PASS
-    } else {
-        EXIT_FAIL
-    })
+    Ok(
+        if !summary.expectations_met() || !summary.snapshot_matched() {
+            EXIT_FAIL
+        } else if !summary.thresholds_met() {
+            EXIT_THRESHOLD
+        } else {
+            EXIT_PASS
+        },
+    )
 }
 
 fn export_keys(s: &Scenario) -> anyhow::Result<String> {

@@ -13,6 +13,8 @@
 //! * `pacing`: the open-loop schedule of intended send instants, pure.
 //! * `driver`: the load engine (open/closed loop, stop handling) and the executors (webhook).
 //! * `check`: expectations compared with outcomes.
+//! * `threshold`: k6-style pass/fail criteria on the final histograms and counters.
+//! * `conformance`: `loadtest check`: the normalised transcript, its snapshot and the diff.
 //! * `metrics`: HdrHistograms and counters, folded by one collector.
 //! * `progress`: the live progress line.
 //! * `report`: the summary model and its writers (JSON, text).
@@ -22,6 +24,7 @@
 
 pub mod check;
 pub mod cli;
+pub mod conformance;
 pub mod device;
 pub mod dps;
 pub mod driver;
@@ -32,4 +35,5 @@ pub mod report;
 pub mod run;
 pub mod sas;
 pub mod scenario;
+pub mod threshold;
 pub mod webhook;

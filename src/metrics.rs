@@ -13,6 +13,7 @@ use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
 use crate::check::{Field, Mismatch};
+use crate::conformance::transcript::{ClassObservations, Observation};
 use crate::dps::OutcomeKey;
 
 /// Highest recordable value: one hour in µs (larger values saturate).
@@ -54,6 +55,8 @@ pub struct Sample {
     pub error: Option<String>,
     /// The assigned hub, when assigned.
     pub hub: Option<String>,
+    /// What the request showed in full (conformance mode only).
+    pub observed: Option<Box<Observation>>,
 }
 
 /// The three latency histograms.
@@ -107,6 +110,10 @@ pub struct ClassStats {
     pub passed: u64,
     /// Requests whose outcome did not.
     pub failed: u64,
+    /// Requests without an answer (transport error or timeout).
+    pub no_answer: u64,
+    /// Webhook calls beyond the first (DPS's retries).
+    pub retries: u64,
     /// Outcome counts.
     pub outcomes: BTreeMap<OutcomeKey, u64>,
     /// Mismatches per field.
@@ -142,19 +149,23 @@ pub struct Metrics {
     pub per_second: Vec<u64>,
     /// Latest completion.
     pub last_done: Option<Instant>,
+    /// Per class, what the requests showed (conformance mode only).
+    pub observations: Option<Vec<ClassObservations>>,
     start: Instant,
     examples: usize,
 }
 
 impl Metrics {
     /// Empty metrics for `classes` classes.
-    pub fn new(classes: usize, start: Instant, examples: usize) -> Self {
+    pub fn new(classes: usize, start: Instant, examples: usize, observe: bool) -> Self {
         Self {
             classes: (0..classes)
                 .map(|_| ClassStats {
                     requests: 0,
                     passed: 0,
                     failed: 0,
+                    no_answer: 0,
+                    retries: 0,
                     outcomes: BTreeMap::new(),
                     mismatches: BTreeMap::new(),
                     hubs: BTreeMap::new(),
@@ -171,6 +182,7 @@ impl Metrics {
             errors: BTreeMap::new(),
             per_second: Vec::new(),
             last_done: None,
+            observations: observe.then(|| vec![ClassObservations::default(); classes]),
             start,
             examples,
         }
@@ -200,7 +212,16 @@ impl Metrics {
         *self.outcomes.entry(s.outcome).or_default() += 1;
         let c = &mut self.classes[s.class as usize];
         c.requests += 1;
+        c.retries += u64::from(s.attempts.saturating_sub(1));
+        if s.end != End::Answered {
+            c.no_answer += 1;
+        }
         c.histos.record(&s);
+        if let (Some(obs), Some(o)) = (&mut self.observations, s.observed) {
+            let none: &[Mismatch] = &[];
+            let fields = s.mismatch.as_ref().map_or(none, |m| m.1.as_slice());
+            obs[s.class as usize].add(*o, fields);
+        }
         *c.outcomes.entry(s.outcome).or_default() += 1;
         if let Some(hub) = s.hub {
             match c.hubs.get_mut(&hub) {
@@ -240,7 +261,7 @@ mod tests {
     #[test]
     fn records_three_times_and_counts() {
         let t0 = Instant::now();
-        let mut m = Metrics::new(1, t0, 1);
+        let mut m = Metrics::new(1, t0, 1, false);
         for i in 0..3u64 {
             let intended = t0 + Duration::from_millis(i);
             m.record(Sample {
@@ -266,6 +287,7 @@ mod tests {
                 }),
                 error: None,
                 hub: Some("h".into()),
+                observed: None,
             });
         }
         assert_eq!((m.completed, m.timed_out, m.samples), (2, 1, 3));

@@ -7,12 +7,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use crate::device::Population;
 use crate::driver::webhook::{SetupError, WebhookExecutor};
-use crate::driver::{Pacing, Plan, Stop};
+use crate::driver::{Pacing, Plan, Stop, Watch};
+use crate::metrics::Metrics;
 use crate::pacing::Schedule;
 use crate::progress::Progress;
 use crate::report::Summary;
 use crate::scenario::{Rate, Scenario};
+use crate::threshold::{RunView, Threshold};
 use crate::webhook::server;
 
 /// Command-line values that override the scenario file.
@@ -68,6 +71,8 @@ pub struct Finished {
     pub summary: Summary,
     /// The report directory.
     pub dir: PathBuf,
+    /// The measurements (conformance mode reads its observations).
+    pub metrics: Metrics,
 }
 
 /// Applies the overrides to a scenario.
@@ -96,9 +101,16 @@ pub fn apply(s: &mut Scenario, o: &Overrides) -> Result<(), RunError> {
     Ok(())
 }
 
-/// Runs a (validated, overridden) scenario and writes its report.
-pub async fn run(s: &Scenario, o: &Overrides, stop: Stop) -> Result<Finished, RunError> {
-    let population = Arc::new(s.population());
+/// Runs a (validated, overridden) scenario and writes its report. With `sample` (conformance
+/// mode) exactly that population is exercised and every exchange is kept for the transcript.
+pub async fn run(
+    s: &Scenario,
+    o: &Overrides,
+    stop: Stop,
+    sample: Option<Population>,
+) -> Result<Finished, RunError> {
+    let observe = sample.is_some();
+    let population = Arc::new(sample.unwrap_or_else(|| s.population()));
     let embedded = match &s.target.url {
         Some(_) => None,
         None => {
@@ -119,7 +131,7 @@ pub async fn run(s: &Scenario, o: &Overrides, stop: Stop) -> Result<Finished, Ru
         (None, Some(h)) => format!("http://{}/api/HttpTrigger1?code=embedded", h.addr),
         (None, None) => unreachable!("an embedded server is started when no URL is set"),
     };
-    let exec = Arc::new(WebhookExecutor::new(s, &url)?);
+    let exec = Arc::new(WebhookExecutor::new(s, &url)?.observing(observe));
     let (pacing, target_rate, total) = match s.load.rate {
         Rate::PerSecond(rate) => {
             let count = s.load.count.or(if s.load.duration.is_none() {
@@ -158,6 +170,8 @@ pub async fn run(s: &Scenario, o: &Overrides, stop: Stop) -> Result<Finished, Ru
         max_in_flight: s.load.max_in_flight,
         grace: s.load.grace,
         examples: s.report.examples,
+        observe,
+        watch: abort_watch(s),
     };
     let started = SystemTime::now();
     let progress = Progress::new(total, o.progress);
@@ -165,16 +179,62 @@ pub async fn run(s: &Scenario, o: &Overrides, stop: Stop) -> Result<Finished, Ru
     if let Some(h) = embedded {
         h.stop().await;
     }
-    let summary = Summary::build(s, &outcome, started, target_rate);
-    let dir = o
-        .out
-        .clone()
-        .unwrap_or_else(|| report_dir(&s.report.out, &s.name, started));
+    let mut summary = Summary::build(s, &outcome, started, target_rate);
+    let view = RunView {
+        metrics: &outcome.metrics,
+        abandoned: outcome.abandoned,
+        not_sent: outcome.not_sent(),
+        elapsed_s: outcome.elapsed.as_secs_f64(),
+    };
+    summary.set_thresholds(
+        s.thresholds
+            .iter()
+            .map(|t| (t.evaluate(&view), t.abort_on_fail))
+            .collect(),
+        outcome.aborted.clone(),
+    );
+    let dir = o.out.clone().unwrap_or_else(|| {
+        let name = if observe {
+            format!("{}-check", s.name)
+        } else {
+            s.name.clone()
+        };
+        report_dir(&s.report.out, &name, started)
+    });
     summary.write(&dir).map_err(|source| RunError::Report {
         path: dir.clone(),
         source,
     })?;
-    Ok(Finished { summary, dir })
+    Ok(Finished {
+        summary,
+        dir,
+        metrics: outcome.metrics,
+    })
+}
+
+/// The early-stop check for thresholds with `abort_on_fail`.
+fn abort_watch(s: &Scenario) -> Option<Watch> {
+    let watched: Vec<Threshold> = s
+        .thresholds
+        .iter()
+        .filter(|t| t.abort_on_fail)
+        .cloned()
+        .collect();
+    if watched.is_empty() {
+        return None;
+    }
+    Some(Watch(Arc::new(move |m, remaining| {
+        let view = RunView {
+            metrics: m,
+            abandoned: 0,
+            not_sent: 0,
+            elapsed_s: m.start().elapsed().as_secs_f64(),
+        };
+        watched
+            .iter()
+            .find(|t| t.failed_for_good(&view, remaining))
+            .map(|t| t.name.clone())
+    })))
 }
 
 /// `<out>/<scenario>-<UTC timestamp>`, with a numeric suffix if that exists already.

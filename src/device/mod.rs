@@ -37,6 +37,11 @@ impl Population {
                 n,
             }));
         }
+        Self::from_devices(order, seed)
+    }
+
+    /// A population of exactly these devices, shuffled by `seed`.
+    pub fn from_devices(mut order: Vec<Device>, seed: u64) -> Self {
         order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(seed));
         Self { order }
     }

@@ -70,6 +70,24 @@ pub struct Plan {
     pub grace: Duration,
     /// Mismatch examples kept per class and field.
     pub examples: usize,
+    /// Keep what each request showed (conformance transcripts).
+    pub observe: bool,
+    /// Checked on every progress tick; a reason stops the run early (`abort_on_fail`).
+    pub watch: Option<Watch>,
+}
+
+/// An early-stop check: given the metrics so far and the number of requests still to come
+/// (`None` = unknown), the reason to stop, if any.
+#[derive(Clone)]
+pub struct Watch(pub Arc<WatchFn>);
+
+/// The function inside a [`Watch`].
+pub type WatchFn = dyn Fn(&Metrics, Option<u64>) -> Option<String> + Send + Sync;
+
+impl std::fmt::Debug for Watch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Watch")
+    }
 }
 
 /// Stop requests: 1 = stop scheduling (graceful), 2 = abandon in-flight requests too.
@@ -116,6 +134,8 @@ pub struct Outcome {
     pub abandoned: u64,
     /// Stopped early by the user.
     pub interrupted: bool,
+    /// Stopped early by a [`Watch`], with its reason.
+    pub aborted: Option<String>,
     /// From the start to the end of measurement.
     pub elapsed: Duration,
 }
@@ -140,10 +160,15 @@ pub async fn run<E: Executor>(
     let start = Instant::now() + Duration::from_millis(5);
     let (tx, rx) = mpsc::unbounded_channel::<Sample>();
     let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
-    let mut metrics = Metrics::new(classes, start, plan.examples);
+    let mut metrics = Metrics::new(classes, start, plan.examples, plan.observe);
+    let total = match &plan.pacing {
+        Pacing::Open(schedule) => Some(schedule.total()),
+        Pacing::Closed { count, .. } => *count,
+    };
+    let watch = plan.watch.clone().map(|w| (w, total, stop.clone()));
     let collector = tokio::spawn(async move {
-        collect(&mut metrics, rx, finish_rx, progress).await;
-        metrics
+        let aborted = collect(&mut metrics, rx, finish_rx, progress, watch).await;
+        (metrics, aborted)
     });
 
     let sent = Arc::new(AtomicU64::new(0));
@@ -212,7 +237,7 @@ pub async fn run<E: Executor>(
     };
     drop(tx);
     let _ = finish_tx.send(());
-    let metrics = collector.await.expect("collector task does not panic");
+    let (metrics, aborted) = collector.await.expect("collector task does not panic");
     let sent = sent.load(Ordering::Relaxed);
     let end = metrics.last_done.unwrap_or(start).max(start);
     Outcome {
@@ -221,7 +246,8 @@ pub async fn run<E: Executor>(
         metrics,
         scheduled,
         sent,
-        interrupted: stop.level() > 0,
+        interrupted: stop.level() > 0 && aborted.is_none(),
+        aborted,
     }
 }
 
@@ -322,8 +348,10 @@ async fn collect(
     mut rx: mpsc::UnboundedReceiver<Sample>,
     mut finish: tokio::sync::oneshot::Receiver<()>,
     progress: Progress,
-) {
+    watch: Option<(Watch, Option<u64>, Stop)>,
+) -> Option<String> {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut aborted = None;
     loop {
         tokio::select! {
             biased;
@@ -331,7 +359,16 @@ async fn collect(
                 Some(s) => metrics.record(s),
                 None => break,
             },
-            _ = tick.tick() => progress.update(metrics),
+            _ = tick.tick() => {
+                progress.update(metrics);
+                if let (None, Some((w, total, stop))) = (&aborted, &watch) {
+                    let remaining = total.map(|t| t.saturating_sub(metrics.samples));
+                    if let Some(why) = (w.0)(metrics, remaining) {
+                        aborted = Some(why);
+                        stop.request();
+                    }
+                }
+            }
             _ = &mut finish => {
                 // Take what already arrived; later samples belong to abandoned requests.
                 while let Ok(s) = rx.try_recv() {
@@ -342,4 +379,5 @@ async fn collect(
         }
     }
     progress.finish();
+    aborted
 }

@@ -21,6 +21,7 @@ use tokio::time::Instant;
 
 use super::{Executor, Job};
 use crate::check;
+use crate::conformance::transcript::Observation;
 use crate::dps::allocation::{DeviceContext, EnrollmentRecord, RequestTemplate};
 use crate::dps::outcome::{Answer, Context, Decision, Rules};
 use crate::dps::{Registration, Status};
@@ -84,6 +85,8 @@ pub struct WebhookExecutor {
     classes: Vec<ClassPlan>,
     /// Lower-cased registration ID → individual enrollment (DPS lets it win over the group).
     individuals: HashMap<String, IndividualPlan>,
+    /// Keep each exchange for the conformance transcript.
+    observe: bool,
 }
 
 /// The webhook URL could not be used.
@@ -172,7 +175,14 @@ impl WebhookExecutor {
             rules: s.rules.clone(),
             classes,
             individuals,
+            observe: false,
         })
+    }
+
+    /// Keeps each request's full exchange in its sample (conformance mode).
+    pub fn observing(mut self, on: bool) -> Self {
+        self.observe = on;
+        self
     }
 
     async fn call(&self, body: Bytes) -> (Option<(u16, Bytes)>, End, Option<String>) {
@@ -270,6 +280,7 @@ impl Executor for WebhookExecutor {
             (None, None) => unreachable!("validation guarantees every device has an enrollment"),
         };
         let sent = Instant::now();
+        let mut exchange = None;
         let (registration, end, error, attempts) = if individual.is_some_and(|i| i.disabled) {
             // DPS answers `disabled` without calling the webhook.
             (
@@ -299,7 +310,11 @@ impl Executor for WebhookExecutor {
                     (None, End::TimedOut) => Answer::TimedOut,
                     (None, _) => Answer::Transport,
                 };
-                match self.rules.decide(answer, &ctx, retries) {
+                let decision = self.rules.decide(answer, &ctx, retries);
+                if self.observe {
+                    exchange = Some((body.clone(), response));
+                }
+                match decision {
                     Decision::Final(r) => break (r, end, error, retries + 1),
                     Decision::Retry => {
                         retries += 1;
@@ -311,6 +326,16 @@ impl Executor for WebhookExecutor {
         };
         let done = Instant::now();
         let mismatches = check::compare(&plan.class.expect, &registration);
+        let observed = self.observe.then(|| {
+            let (request, response) = exchange.map_or((None, None), |(b, r)| (Some(b), r));
+            Box::new(Observation {
+                registration_id: id.clone(),
+                registration: registration.clone(),
+                request,
+                response,
+                attempts,
+            })
+        });
         Sample {
             class: job.device.class,
             intended: job.intended,
@@ -322,6 +347,7 @@ impl Executor for WebhookExecutor {
             mismatch: (!mismatches.is_empty()).then(|| Box::new((id, mismatches))),
             error,
             hub: registration.assigned_hub,
+            observed,
         }
     }
 }

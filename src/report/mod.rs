@@ -1,8 +1,10 @@
 //! The report model: one serde [`Summary`] built from a run's measurements, written as
 //! `summary.json` (contract: `reports/schema/summary.schema.json`) and rendered as text
-//! ([`text`]). Writers only render the model; nothing here measures or decides.
+//! ([`text`]), markdown ([`markdown`]) and JUnit XML ([`junit`]). Writers only render the model; nothing here measures or decides.
 //! No secret reaches the model: the target is stored masked.
 
+pub mod junit;
+pub mod markdown;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -16,7 +18,7 @@ use crate::metrics::ClassStats;
 use crate::scenario::{Rate, Scenario};
 
 /// Version of the `summary.json` layout.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// The run summary.
 #[derive(Debug, Clone, Serialize)]
@@ -63,8 +65,46 @@ pub struct Summary {
     pub expectations: Expectations,
     /// Transport errors by message.
     pub errors: Vec<ErrorCount>,
-    /// `pass` or `fail`.
+    /// Threshold verdicts, in scenario order.
+    pub thresholds: Vec<ThresholdResult>,
+    /// The threshold that stopped the run early (`abort_on_fail`), if any.
+    pub aborted_by: Option<String>,
+    /// `loadtest check` only: the transcript compared with its snapshot.
+    pub snapshot: Option<SnapshotResult>,
+    /// `pass` or `fail`: expectations, thresholds and snapshot together.
     pub verdict: String,
+    /// Sent but never finished (inside `requests.timed_out`; fails the expectations).
+    #[serde(skip)]
+    abandoned: u64,
+    /// Requests that produced a sample.
+    #[serde(skip)]
+    samples: u64,
+}
+
+/// One threshold's verdict.
+#[derive(Debug, Clone, Serialize)]
+pub struct ThresholdResult {
+    /// As written: `latency.p99 < 250ms`.
+    pub name: String,
+    /// Measured value for display, or `no data`.
+    pub measured: String,
+    /// Passed.
+    pub passed: bool,
+    /// Stops the run once it cannot pass.
+    pub abort_on_fail: bool,
+}
+
+/// The snapshot comparison of `loadtest check`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotResult {
+    /// The snapshot file.
+    pub path: String,
+    /// `match`, `missing`, `drift` or `updated`.
+    pub status: String,
+    /// Changed classes and sections (drift only).
+    pub changes: Option<String>,
+    /// Unified diff, snapshot → this run (drift only).
+    pub diff: Option<String>,
 }
 
 /// Scheduled = completed + failed + timed_out + not_sent.
@@ -219,8 +259,7 @@ impl Summary {
             attempts: m.attempts,
         };
         let secs = o.elapsed.as_secs_f64();
-        let ok = failed == 0 && requests.not_sent == 0 && o.abandoned == 0 && m.samples > 0;
-        Summary {
+        let mut summary = Summary {
             schema_version: SCHEMA_VERSION,
             tool_version: env!("CARGO_PKG_VERSION").into(),
             scenario: s.name.clone(),
@@ -257,8 +296,65 @@ impl Summary {
                     count: *count,
                 })
                 .collect(),
-            verdict: if ok { "pass" } else { "fail" }.into(),
-        }
+            thresholds: Vec::new(),
+            aborted_by: None,
+            snapshot: None,
+            verdict: String::new(),
+            abandoned: o.abandoned,
+            samples: m.samples,
+        };
+        summary.decide();
+        summary
+    }
+
+    fn decide(&mut self) {
+        let ok = self.expectations_met() && self.thresholds_met() && self.snapshot_matched();
+        self.verdict = if ok { "pass" } else { "fail" }.into();
+    }
+
+    /// Every answer met its class's expectation and every scheduled request was answered.
+    pub fn expectations_met(&self) -> bool {
+        self.expectations.failed == 0
+            && self.requests.not_sent == 0
+            && self.abandoned == 0
+            && self.samples > 0
+    }
+
+    /// Every threshold passed and none aborted the run.
+    pub fn thresholds_met(&self) -> bool {
+        self.aborted_by.is_none() && self.thresholds.iter().all(|t| t.passed)
+    }
+
+    /// The snapshot matched (or was updated, or this is not `loadtest check`).
+    pub fn snapshot_matched(&self) -> bool {
+        self.snapshot
+            .as_ref()
+            .is_none_or(|s| s.status == "match" || s.status == "updated")
+    }
+
+    /// Records threshold verdicts and re-decides the verdict.
+    pub fn set_thresholds(
+        &mut self,
+        verdicts: Vec<(crate::threshold::Verdict, bool)>,
+        aborted_by: Option<String>,
+    ) {
+        self.thresholds = verdicts
+            .into_iter()
+            .map(|(v, abort_on_fail)| ThresholdResult {
+                name: v.name,
+                measured: v.measured,
+                passed: v.passed,
+                abort_on_fail,
+            })
+            .collect();
+        self.aborted_by = aborted_by;
+        self.decide();
+    }
+
+    /// Records the snapshot comparison and re-decides the verdict.
+    pub fn set_snapshot(&mut self, snapshot: SnapshotResult) {
+        self.snapshot = Some(snapshot);
+        self.decide();
     }
 
     /// True when the verdict is `pass`.
@@ -266,7 +362,8 @@ impl Summary {
         self.verdict == "pass"
     }
 
-    /// Writes `summary.json` into `dir` (created if needed) and returns its path.
+    /// Writes `summary.json` and `summary.md` into `dir` (created if needed) and returns the
+    /// path of `summary.json`.
     pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("summary.json");
@@ -276,6 +373,7 @@ impl Summary {
             serde_json::to_vec_pretty(self).expect("the summary serialises"),
         )?;
         std::fs::rename(&tmp, &path)?;
+        std::fs::write(dir.join("summary.md"), markdown::render(self))?;
         Ok(path)
     }
 }

@@ -128,12 +128,42 @@ pub fn render(s: &Summary) -> String {
     for e in &s.errors {
         let _ = writeln!(o, "error ({}x): {}", e.count, e.message);
     }
-    let _ = writeln!(
-        o,
-        "\nverdict: {} ({} of {} expectations met)",
-        s.verdict.to_uppercase(),
+    if !s.thresholds.is_empty() {
+        let _ = writeln!(o, "\nthresholds:");
+        for t in &s.thresholds {
+            let mark = if t.passed { "ok  " } else { "FAIL" };
+            let _ = writeln!(o, "  {mark}  {}  (measured {})", t.name, t.measured);
+        }
+    }
+    if let Some(a) = &s.aborted_by {
+        let _ = writeln!(
+            o,
+            "stopped early: threshold `{a}` can no longer pass (abort_on_fail)"
+        );
+    }
+    if let Some(snap) = &s.snapshot {
+        let _ = writeln!(o, "\nsnapshot {}: {}", snap.path, snap.status);
+    }
+    let mut why = vec![format!(
+        "{} of {} expectations met",
         s.expectations.passed,
         s.expectations.passed + s.expectations.failed
+    )];
+    let failed_thresholds = s.thresholds.iter().filter(|t| !t.passed).count();
+    if failed_thresholds > 0 {
+        why.push(format!(
+            "{failed_thresholds} of {} thresholds failed",
+            s.thresholds.len()
+        ));
+    }
+    if let Some(snap) = s.snapshot.as_ref().filter(|_| !s.snapshot_matched()) {
+        why.push(format!("snapshot {}", snap.status));
+    }
+    let _ = writeln!(
+        o,
+        "\nverdict: {} ({})",
+        s.verdict.to_uppercase(),
+        why.join("; ")
     );
     o
 }

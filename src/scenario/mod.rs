@@ -7,6 +7,7 @@
 mod classes;
 mod enrollment;
 mod error;
+mod gate;
 mod raw;
 mod validate;
 
@@ -22,6 +23,7 @@ use crate::device::Population;
 use crate::dps::allocation::EnrollmentRecord;
 use crate::dps::outcome::Rules;
 use crate::dps::Status;
+use crate::threshold::Threshold;
 use crate::webhook::fault::Fault;
 use crate::webhook::policy::Policy;
 
@@ -72,6 +74,31 @@ pub struct Scenario {
     pub load: Load,
     /// Report options.
     pub report: ReportOptions,
+    /// How `loadtest check` exercises the classes.
+    pub check: CheckOptions,
+    /// Pass/fail criteria on the measurements.
+    pub thresholds: Vec<Threshold>,
+}
+
+/// `[check]`: how `loadtest check` exercises the classes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CheckOptions {
+    /// Devices per class, evenly spread over the class's range; `None` = all.
+    pub sample: Option<u64>,
+    /// Arrivals per second.
+    pub rate: f64,
+    /// Snapshot file; default `snapshots/<name>.snap`.
+    pub snapshot: Option<PathBuf>,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        Self {
+            sample: Some(gate::DEFAULT_SAMPLE),
+            rate: gate::DEFAULT_RATE,
+            snapshot: None,
+        }
+    }
 }
 
 /// Where requests go.

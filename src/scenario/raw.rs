@@ -31,6 +31,27 @@ pub(crate) struct Scenario {
     pub load: Load,
     #[serde(default)]
     pub report: Report,
+    #[serde(default)]
+    pub check: Option<Check>,
+    /// Free-form; accepted here, validated from the document's spans (`gate.rs`).
+    #[serde(default)]
+    #[allow(dead_code)]
+    pub thresholds: Option<toml::Table>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Check {
+    pub sample: Option<S<Sample>>,
+    pub rate: Option<S<f64>>,
+    pub snapshot: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum Sample {
+    Count(u64),
+    Word(String),
 }
 
 #[derive(Debug, Default, Deserialize)]

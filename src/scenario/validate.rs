@@ -128,6 +128,8 @@ impl Validator<'_> {
             r.name.span(),
         )?;
         let load = self.load(&r.load)?;
+        let check = self.check_options(&r.check)?;
+        let thresholds = self.thresholds(&classes)?;
         Ok(Scenario {
             path: self.src.path.to_owned(),
             name,
@@ -143,6 +145,8 @@ impl Validator<'_> {
                 out: r.report.out.unwrap_or_else(|| "reports".into()).into(),
                 examples: r.report.examples.unwrap_or(5),
             },
+            check,
+            thresholds,
         })
     }
 
@@ -362,11 +366,11 @@ pub(super) fn table_json(t: &toml::Table) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::scenario) mod tests {
     use super::*;
     use crate::scenario::Scenario;
 
-    const MIN: &str = r#"
+    pub(in crate::scenario) const MIN: &str = r#"
 name = "t"
 [enrollment]
 group_id = "g"

@@ -11,3 +11,9 @@ mod keys;
 mod webhook_mode;
 // Errors, interruption and accounting.
 mod robustness;
+// `loadtest check`: transcripts, snapshots, drift diffs.
+mod conformance;
+// Thresholds and exit code 99.
+mod thresholds;
+// JUnit XML validation (used by the modules above).
+mod junit;

@@ -314,10 +314,16 @@ impl Summary {
 
     /// Every answer met its class's expectation and every scheduled request was answered.
     pub fn expectations_met(&self) -> bool {
+        // Requests left unsent because a threshold stopped the run are the threshold's failure.
         self.expectations.failed == 0
-            && self.requests.not_sent == 0
+            && (self.requests.not_sent == 0 || self.aborted_by.is_some())
             && self.abandoned == 0
             && self.samples > 0
+    }
+
+    /// Requests sent but still unfinished when the grace period ended.
+    pub fn abandoned(&self) -> u64 {
+        self.abandoned
     }
 
     /// Every threshold passed and none aborted the run.

@@ -300,6 +300,14 @@ mod tests {
     }
 
     #[test]
+    fn colours_only_changes_and_hunk_headers() {
+        let c = colourise("--- snapshot\n@@ -1 +1 @@ class a\n x\n-y\n+z\n");
+        assert!(c.contains("\x1b[36m@@ -1 +1 @@ class a\x1b[0m"));
+        assert!(c.contains("\x1b[31m-y\x1b[0m") && c.contains("\x1b[32m+z\x1b[0m"));
+        assert!(c.contains("\n x\n"));
+    }
+
+    #[test]
     fn file_round_trip_and_pending_protocol() {
         let dir = tempfile::tempdir().unwrap();
         let snap = dir.path().join("s.snap");

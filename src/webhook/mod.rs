@@ -1,7 +1,8 @@
 //! The reference webhook: the seed functions ([`policy`]), fault injection ([`fault`]) and the
 //! HTTP server that serves them ([`server`]), both standalone (`loadtest webhook serve`) and
-//! in-process when a scenario names no URL.
+//! in-process when a scenario names no URL; and [`client`], how DPS calls a webhook.
 
+pub mod client;
 pub mod fault;
 pub mod policy;
 pub mod server;

@@ -1,0 +1,199 @@
+//! A client of a custom-allocation webhook, as DPS is one: POST the AllocationRequest, follow
+//! DPS's retry schedule on >= 429, and map the final answer with [`crate::dps::outcome`].
+//!
+//! Used by the webhook-mode driver (which measures it) and by the DPS emulator (which calls the
+//! configured webhook the way DPS does). HTTP is a hyper 1.x client with a keep-alive pool;
+//! `https://` goes through rustls with the Mozilla roots. Nothing here checks expectations.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::{Request, Uri};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+use crate::dps::outcome::{Answer, Context, Decision, Rules};
+use crate::dps::Registration;
+use crate::metrics::End;
+
+/// Largest webhook response read (larger bodies are a transport error).
+const MAX_RESPONSE: usize = 1 << 20;
+const FUNCTIONS_KEY: HeaderName = HeaderName::from_static("x-functions-key");
+
+/// The webhook URL could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// Not a valid URI.
+    #[error("the webhook URL is not valid: {0}")]
+    Url(String),
+    /// Not a valid header value.
+    #[error("the function key cannot be sent as a header (it contains invalid characters)")]
+    FunctionKey,
+}
+
+/// The webhook, ready to be called.
+#[derive(Debug, Clone)]
+pub struct WebhookClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    uri: Uri,
+    function_key: Option<HeaderValue>,
+    timeout: Duration,
+}
+
+/// One allocation: the final result and how it was reached.
+#[derive(Debug, Clone)]
+pub struct Allocation {
+    /// What DPS reports to the device.
+    pub registration: Registration,
+    /// How the last call ended.
+    pub end: End,
+    /// Transport error of the last call, if any.
+    pub error: Option<String>,
+    /// Calls made (1 + retries).
+    pub attempts: u32,
+    /// The last answer (status, body), if one arrived.
+    pub last: Option<(u16, Bytes)>,
+}
+
+impl WebhookClient {
+    /// A client for `url`; `function_key` is sent as `x-functions-key`; `pool` idle connections
+    /// are kept.
+    pub fn new(
+        url: &str,
+        function_key: Option<&str>,
+        timeout: Duration,
+        pool: usize,
+    ) -> Result<Self, SetupError> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| SetupError::Url(e.to_string()))?;
+        let function_key = function_key
+            .map(|k| HeaderValue::from_str(k).map_err(|_| SetupError::FunctionKey))
+            .transpose()?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(timeout));
+        connector.enforce_http(false);
+        // https:// (a deployed Azure Function) is verified against the Mozilla roots (webpki-roots),
+        // so results do not depend on the machine's certificate store.
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_webpki_roots()
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(pool)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build(connector);
+        Ok(Self {
+            client,
+            uri,
+            function_key,
+            timeout,
+        })
+    }
+
+    /// Calls the webhook until DPS would stop: the first answer that is final under `rules`, or
+    /// the last retry.
+    pub async fn allocate(&self, rules: &Rules, body: Bytes, ctx: &Context<'_>) -> Allocation {
+        let mut retries = 0;
+        loop {
+            let (response, end, error) = self.call(body.clone()).await;
+            let answer = match (&response, end) {
+                (Some((status, body)), _) => Answer::Response {
+                    status: *status,
+                    body,
+                },
+                (None, End::TimedOut) => Answer::TimedOut,
+                (None, _) => Answer::Transport,
+            };
+            match rules.decide(answer, ctx, retries) {
+                Decision::Final(registration) => {
+                    return Allocation {
+                        registration,
+                        end,
+                        error,
+                        attempts: retries + 1,
+                        last: response,
+                    }
+                }
+                Decision::Retry => {
+                    retries += 1;
+                    tokio::time::sleep(rules.retry.delay(retries).unwrap_or_default()).await;
+                }
+            }
+        }
+    }
+
+    /// One POST: the answer, how it ended, and the transport error if any.
+    pub async fn call(&self, body: Bytes) -> (Option<(u16, Bytes)>, End, Option<String>) {
+        let mut req = Request::post(self.uri.clone()).header(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        if let Some(k) = &self.function_key {
+            req = req.header(FUNCTIONS_KEY, k.clone());
+        }
+        let req = req
+            .body(Full::new(body))
+            .expect("a POST with a valid URI is a valid request");
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| describe(&e))?;
+            let status = resp.status().as_u16();
+            let body = Limited::new(resp.into_body(), MAX_RESPONSE)
+                .collect()
+                .await
+                .map_err(|e| describe(e.as_ref()))?;
+            Ok::<_, String>((status, body.to_bytes()))
+        };
+        match tokio::time::timeout(self.timeout, exchange).await {
+            Ok(Ok(r)) => (Some(r), End::Answered, None),
+            Ok(Err(e)) => (None, End::Transport, Some(e)),
+            Err(_) => (
+                None,
+                End::TimedOut,
+                Some(format!("no answer within {:?}", self.timeout)),
+            ),
+        }
+    }
+}
+
+/// A transport error as one line: the error and its causes, e.g.
+/// `client error (Connect): tcp connect error: Connection refused (os error 111)`; rustls errors
+/// are labelled `TLS handshake failed: …`.
+fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    let mut tls = false;
+    while let Some(s) = src {
+        tls |= is_tls(s);
+        let t = s.to_string();
+        if !out.contains(&t) {
+            out.push_str(": ");
+            out.push_str(&t);
+        }
+        src = s.source();
+    }
+    if tls {
+        out.insert_str(0, "TLS handshake failed: ");
+    }
+    out
+}
+
+/// True when the error is a rustls error, possibly inside (nested) `io::Error`s.
+fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
+    if e.is::<rustls::Error>() {
+        return true;
+    }
+    match e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+    {
+        Some(inner) => is_tls(inner),
+        None => false,
+    }
+}

@@ -63,6 +63,53 @@ enum Command {
     /// The reference webhook (the seed documents' allocation functions).
     #[command(subcommand)]
     Webhook(WebhookCommand),
+    /// The DPS emulator (MQTT over TLS, HTTPS, custom allocation, IoT hub twins).
+    #[command(subcommand)]
+    Dps(DpsCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum DpsCommand {
+    /// Serve the emulator until Ctrl-C: prints the ID scope, endpoints, CA file and the hubs'
+    /// connection strings, then one line per registration.
+    Serve(DpsServeArgs),
+}
+
+#[derive(Debug, Args)]
+struct DpsServeArgs {
+    /// Scenario (enrollment, hubs, webhook, `[emulator]`); default: the built-in Contoso set-up
+    /// (scenarios/contoso.toml) with the embedded reference webhook.
+    scenario: Option<PathBuf>,
+    /// Same as SCENARIO: a standalone emulator configuration is a scenario file.
+    #[arg(long, conflicts_with = "scenario")]
+    config: Option<PathBuf>,
+    /// MQTT over TLS.
+    #[arg(long, default_value = "127.0.0.1:8883")]
+    mqtt: SocketAddr,
+    /// Also MQTT over plain TCP (for load runs), e.g. 127.0.0.1:1883.
+    #[arg(long)]
+    mqtt_plain: Option<SocketAddr>,
+    /// HTTPS (DPS device API and the hubs' twin API).
+    #[arg(long, default_value = "127.0.0.1:443")]
+    https: SocketAddr,
+    /// Also plain HTTP (for load runs).
+    #[arg(long)]
+    http_plain: Option<SocketAddr>,
+    /// No HTTPS listener.
+    #[arg(long)]
+    no_https: bool,
+    /// Directory of the generated development CA and server certificate (created on first use).
+    #[arg(long)]
+    tls_dir: Option<PathBuf>,
+    /// Your own server certificate chain (PEM), instead of the generated one.
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Answer MQTT register requests with the terminal status at once.
+    #[arg(long)]
+    immediate: bool,
 }
 
 #[derive(Debug, Args)]
@@ -237,6 +284,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             policy,
             scenario,
         }) => serve(addr, policy, scenario).await,
+        Command::Dps(DpsCommand::Serve(a)) => dps_serve(a).await,
     }
 }
 
@@ -391,6 +439,91 @@ fn export_keys(s: &Scenario) -> anyhow::Result<String> {
     Ok(csv)
 }
 
+/// The built-in emulator configuration: the Contoso scenario.
+const DEFAULT_DPS_SCENARIO: &str = include_str!("../scenarios/contoso.toml");
+
+async fn dps_serve(a: DpsServeArgs) -> anyhow::Result<u8> {
+    let mut s = match a.scenario.as_ref().or(a.config.as_ref()) {
+        Some(p) => Scenario::load(p)?,
+        None => Scenario::parse(
+            Path::new("(built-in) scenarios/contoso.toml"),
+            DEFAULT_DPS_SCENARIO,
+        )?,
+    };
+    if a.immediate {
+        s.emulator.immediate = true;
+    }
+    let tls = match (a.tls_cert, a.tls_key) {
+        (Some(cert), Some(key)) => crate::emulator::tls::Source::Files { cert, key },
+        _ => crate::emulator::tls::Source::Generated(
+            a.tls_dir.unwrap_or_else(crate::emulator::tls::default_dir),
+        ),
+    };
+    let opts = crate::emulator::serve::Options {
+        mqtt: Some(a.mqtt),
+        mqtt_plain: a.mqtt_plain,
+        https: (!a.no_https).then_some(a.https),
+        http_plain: a.http_plain,
+        tls: Some(tls),
+        log: true,
+        connect_timeout: crate::emulator::mqtt::CONNECT_TIMEOUT,
+    };
+    let running = crate::emulator::serve::start(&s, &opts)
+        .await
+        .with_context(|| {
+            "starting the DPS emulator (ports below 1024 need root: try --https 127.0.0.1:8443)"
+        })?;
+    let e = &running.emulator;
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "DPS emulator for scenario {} ({} allocation)",
+        s.name,
+        e.options().allocation.name()
+    )?;
+    writeln!(out, "  ID scope:      {}", e.id_scope())?;
+    let ad = &running.addrs;
+    if let Some(x) = ad.mqtt {
+        writeln!(out, "  MQTT (TLS):    {x}")?;
+    }
+    if let Some(x) = ad.mqtt_plain {
+        writeln!(out, "  MQTT (plain):  {x}")?;
+    }
+    if let Some(x) = ad.https {
+        writeln!(out, "  HTTPS:         https://{x}")?;
+    }
+    if let Some(x) = ad.http_plain {
+        writeln!(out, "  HTTP (plain):  http://{x}")?;
+    }
+    if let Some(x) = ad.webhook {
+        writeln!(
+            out,
+            "  webhook:       embedded reference webhook on http://{x} ({})",
+            s.policy.name()
+        )?;
+    } else {
+        writeln!(out, "  webhook:       {}", s.target_display())?;
+    }
+    if let Some(ca) = &running.ca {
+        writeln!(out, "  CA (trust it): {}", ca.display())?;
+    }
+    for (host, cs) in e.connection_strings() {
+        writeln!(out, "  hub {host}: {cs}")?;
+    }
+    writeln!(out, "Ctrl-C stops it.")?;
+    out.flush()?;
+    drop(out);
+    let _ = tokio::signal::ctrl_c().await;
+    let c = &e.counters;
+    let n = |x: &std::sync::atomic::AtomicU64| x.load(std::sync::atomic::Ordering::Relaxed);
+    println!(
+        "stopped: {} registrations ({} assigned, {} failed, {} disabled), {} polls, {} throttled, {} refused",
+        n(&c.registrations), n(&c.assigned), n(&c.failed), n(&c.disabled), n(&c.polls), n(&c.throttled), n(&c.refused)
+    );
+    running.stop().await;
+    Ok(EXIT_PASS)
+}
+
 async fn serve(
     addr: SocketAddr,
     policy: Option<Policy>,
@@ -407,7 +540,13 @@ async fn serve(
     let local = listener.local_addr()?;
     println!("reference webhook listening on http://{local} (policy {}, {} fault rules); Ctrl-C stops it", policy.name(), faults.len());
     std::io::stdout().flush()?;
-    server::run(listener, server::Config { policy, faults }, async {
+    let echo_payload = s.as_ref().is_some_and(|s| s.echo_payload);
+    let config = server::Config {
+        policy,
+        faults,
+        echo_payload,
+    };
+    server::run(listener, config, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;

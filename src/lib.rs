@@ -9,6 +9,7 @@
 //! * `sas`: SAS tokens (build, parse, verify), pure.
 //! * `dps`: DPS protocol facts: statuses, error codes, the custom-allocation wire format and the
 //!   outcome rules every driver (and the emulator) applies to a webhook answer.
+//! * `emulator`: the DPS emulator (MQTT/TLS, HTTPS, allocation, registration store, hubs and twins).
 //! * `webhook`: the reference webhook (the seed functions, fault injection, HTTP server).
 //! * `pacing`: the open-loop schedule of intended send instants, pure.
 //! * `driver`: the load engine (open/closed loop, stop handling) and the executors (webhook).
@@ -28,6 +29,7 @@ pub mod conformance;
 pub mod device;
 pub mod dps;
 pub mod driver;
+pub mod emulator;
 pub mod metrics;
 pub mod pacing;
 pub mod progress;

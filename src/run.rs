@@ -118,6 +118,7 @@ pub async fn run(
             let config = server::Config {
                 policy: s.policy,
                 faults: s.fault_rules(),
+                echo_payload: s.echo_payload,
             };
             Some(
                 server::spawn(addr, config)

@@ -17,3 +17,7 @@ mod conformance;
 mod thresholds;
 // JUnit XML validation (used by the modules above).
 mod junit;
+// The DPS emulator: MQTT with a raw client, HTTPS and the twin API, Azure's Python SDK.
+mod dps_https;
+mod dps_mqtt;
+mod dps_sdk;

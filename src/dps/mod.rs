@@ -7,6 +7,7 @@
 
 pub mod allocation;
 pub mod outcome;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 

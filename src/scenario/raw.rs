@@ -33,6 +33,8 @@ pub(crate) struct Scenario {
     pub report: Report,
     #[serde(default)]
     pub check: Option<Check>,
+    #[serde(default)]
+    pub emulator: Option<Emulator>,
     /// Free-form; accepted here, validated from the document's spans (`gate.rs`).
     #[serde(default)]
     #[allow(dead_code)]
@@ -67,6 +69,7 @@ pub(crate) struct Target {
 #[serde(deny_unknown_fields)]
 pub(crate) struct Webhook {
     pub policy: Option<S<String>>,
+    pub echo_payload: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -201,4 +204,36 @@ pub(crate) struct Stage {
 pub(crate) struct Report {
     pub out: Option<String>,
     pub examples: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Emulator {
+    pub id_scope: Option<S<String>>,
+    pub allocation: Option<S<String>>,
+    pub retry_after: Option<S<u32>>,
+    pub assignment_delay: Option<S<String>>,
+    pub immediate: Option<bool>,
+    #[serde(default)]
+    pub hubs: Vec<EmulatorHub>,
+    pub throttle: Option<Throttle>,
+    pub persist: Option<String>,
+    pub key_pinning: Option<bool>,
+    pub sas_skew: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EmulatorHub {
+    pub host: S<String>,
+    pub weight: Option<S<u32>>,
+    pub apply_allocation_policy: Option<bool>,
+    pub latency: Option<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Throttle {
+    pub registrations_per_minute: Option<S<u32>>,
+    pub polls_per_10s: Option<S<u32>>,
 }

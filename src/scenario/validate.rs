@@ -130,6 +130,7 @@ impl Validator<'_> {
         let load = self.load(&r.load)?;
         let check = self.check_options(&r.check)?;
         let thresholds = self.thresholds(&classes)?;
+        let emulator = self.emulator(&r.emulator, &enrollment.linked_hubs)?;
         Ok(Scenario {
             path: self.src.path.to_owned(),
             name,
@@ -137,6 +138,7 @@ impl Validator<'_> {
             seed: r.seed.unwrap_or(0),
             target,
             policy,
+            echo_payload: r.webhook.echo_payload.unwrap_or(false),
             rules,
             enrollment,
             classes,
@@ -147,6 +149,7 @@ impl Validator<'_> {
             },
             check,
             thresholds,
+            emulator,
         })
     }
 

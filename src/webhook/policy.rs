@@ -31,6 +31,27 @@ pub struct Reply {
 const JSON: &str = "application/json; charset=utf-8";
 const TEXT: &str = "text/plain; charset=utf-8";
 
+/// Adds the request's `deviceRuntimeContext.payload` to a 200 JSON reply as `payload` (what a
+/// webhook does to send data back to the device, dps-protocol.md §5.3). Other replies unchanged.
+pub fn echo_payload(reply: Reply, request: &[u8]) -> Reply {
+    if reply.status != 200 {
+        return reply;
+    }
+    let payload = serde_json::from_slice::<Value>(request)
+        .ok()
+        .and_then(|v| v.pointer("/deviceRuntimeContext/payload").cloned());
+    match (payload, serde_json::from_slice::<Value>(&reply.body)) {
+        (Some(p), Ok(Value::Object(mut m))) => {
+            m.insert("payload".into(), p);
+            Reply {
+                body: serde_json::to_vec(&m).expect("a JSON object serialises"),
+                ..reply
+            }
+        }
+        _ => reply,
+    }
+}
+
 impl Policy {
     /// Every policy name, for `--policy` and scenario errors.
     pub const NAMES: [&'static str; 3] = ["howto-2018", "tutorial-2020", "tutorial-current"];

@@ -35,6 +35,8 @@ pub struct Config {
     pub policy: Policy,
     /// Fault rules, first match wins.
     pub faults: Vec<Rule>,
+    /// Return the device's payload to it (an extension of the seed functions; off by default).
+    pub echo_payload: bool,
 }
 
 #[derive(Debug)]
@@ -157,6 +159,9 @@ async fn handle(
     }
     let answer = match fault.and_then(|r| r.fault.action.as_ref()) {
         Some(action) => action.reply(),
+        None if state.config.echo_payload => {
+            super::policy::echo_payload(state.config.policy.respond(&body), &body)
+        }
         None => state.config.policy.respond(&body),
     };
     Ok(reply(answer))

@@ -1,0 +1,98 @@
+//! The emulator's HTTPS side (dps-protocol.md §4 and §9): the DPS device routes and the IoT Hub
+//! twin read, on one hyper 1.x HTTP/1.1 service. Routing and JSON shapes come from
+//! [`crate::dps::wire`]; answers from the [`Emulator`] core.
+//!
+//! `PUT …/register` always answers 202 (SDK-C# throws otherwise), `GET …/operations/{id}` 202 with
+//! `Retry-After` or 200, `POST …/registrations/{id}` the stored state; every answer is JSON with
+//! `Content-Type: application/json; charset=utf-8`; errors are `ProvisioningServiceErrorDetails`.
+//! The twin read picks the hub by the `Host` header and needs a service SAS for that hub.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE, HOST, RETRY_AFTER};
+use hyper::{Request, Response};
+
+use super::{Emulator, Reply};
+use crate::dps::wire::{self, RegisterBody, Route};
+
+/// Serves one request.
+pub async fn handle(
+    emulator: Arc<Emulator>,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let method = req.method().as_str().to_owned();
+    let path = req.uri().path().to_owned();
+    let auth = req
+        .headers()
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let host = req
+        .headers()
+        .get(HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| req.uri().host().map(str::to_owned))
+        .unwrap_or_default();
+    let body = match Limited::new(req.into_body(), wire::MAX_MESSAGE)
+        .collect()
+        .await
+    {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return Ok(respond(Reply::error(
+                413,
+                413_001,
+                "The request is larger than DPS's 96 KB message limit",
+                None,
+            )))
+        }
+    };
+    let reply = match wire::route(&method, &path) {
+        None => Reply::error(404, super::NOT_FOUND, "No such route", None),
+        Some(Route::Twin { device_id }) => emulator.twin(&host, &device_id, auth.as_deref()),
+        Some(Route::Register { scope, id }) => {
+            match emulator.authenticate(&scope, &id, auth.as_deref()) {
+                Err(_) => Emulator::unauthorized(),
+                Ok(device) => {
+                    let payload = RegisterBody::parse(&body).payload;
+                    emulator.register(device, payload, false).await
+                }
+            }
+        }
+        Some(Route::Operation {
+            scope,
+            id,
+            operation_id,
+        }) => match emulator.authenticate(&scope, &id, auth.as_deref()) {
+            Err(_) => Emulator::unauthorized(),
+            Ok(device) => emulator.poll(&device, &operation_id),
+        },
+        Some(Route::Status { scope, id }) => {
+            match emulator.authenticate(&scope, &id, auth.as_deref()) {
+                Err(_) => Emulator::unauthorized(),
+                Ok(device) => emulator.status(&device),
+            }
+        }
+    };
+    Ok(respond(reply))
+}
+
+fn respond(r: Reply) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(r.body)));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    if let Some(s) = r.retry_after {
+        h.insert(RETRY_AFTER, HeaderValue::from(s));
+    }
+    resp
+}

@@ -1,0 +1,590 @@
+//! The DPS emulator: what the Device Provisioning Service does between a device's register
+//! request and its terminal status, configured from a scenario (enrollments, linked hubs,
+//! `[emulator]` options), with no cloud.
+//!
+//! This file is the service core, independent of transport: authentication (SAS over the literal
+//! `sr`, key pinning), register/poll/status-lookup answers ([`Reply`]), quotas, and the
+//! registration store. Allocation runs in `allocate.rs` (custom through the shared webhook
+//! client and DPS outcome rules, plus hashed/static/geoLatency), twins live in `hub.rs`, and the
+//! wire protocols in `mqtt.rs` and `https.rs` only translate packets to these calls.
+
+mod allocate;
+pub mod https;
+pub mod hub;
+pub mod mqtt;
+pub mod serve;
+mod store;
+pub mod tls;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+
+use crate::device::keys::{decode_key, GroupKey};
+use crate::dps::wire::{ErrorDetails, OperationStatus, RegistrationState};
+use crate::dps::{codes, outcome::Rules};
+use crate::scenario::{EmulatorOptions, Scenario};
+use crate::webhook::client::WebhookClient;
+use hub::Hub;
+
+/// Error code of a throttled request: DPS's own 429 codes are UNCONFIRMED; 429001 is IoT Hub's.
+pub const THROTTLED: u32 = 429_001;
+/// Error code of an unknown operation (our choice; DPS's 404 codes are UNCONFIRMED).
+pub const NOT_FOUND: u32 = 404_201;
+
+/// An answer to a device request, whatever the transport.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// HTTP status (also the MQTT response topic's status).
+    pub status: u16,
+    /// JSON body.
+    pub body: Vec<u8>,
+    /// `retry-after` seconds (202 and 429).
+    pub retry_after: Option<u32>,
+}
+
+impl Reply {
+    fn json(status: u16, v: &impl serde::Serialize, retry_after: Option<u32>) -> Self {
+        Self {
+            status,
+            body: serde_json::to_vec(v).expect("wire types serialise"),
+            retry_after,
+        }
+    }
+
+    /// `ProvisioningServiceErrorDetails` with a fresh tracking ID.
+    pub fn error(status: u16, code: u32, message: &str, retry_after: Option<u32>) -> Self {
+        Self::json(
+            status,
+            &ErrorDetails {
+                error_code: code,
+                tracking_id: random_id(),
+                message: message.to_owned(),
+                timestamp_utc: now_rfc3339(),
+            },
+            retry_after,
+        )
+    }
+}
+
+/// Which enrollment a device registers through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Via {
+    Group,
+    Individual(usize),
+}
+
+/// An authenticated device.
+#[derive(Debug, Clone)]
+pub struct Device {
+    /// Registration ID as the device spells it.
+    pub registration_id: String,
+    via: Via,
+    secondary: bool,
+}
+
+/// Why a device was refused (logged; the wire answer is CONNACK 5 or HTTP 401 + 401002).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// The ID scope is not this emulator's.
+    #[error("unknown ID scope `{0}`")]
+    Scope(String),
+    /// No enrollment covers the registration ID.
+    #[error("no enrollment for `{0}`")]
+    Unknown(String),
+    /// The token is missing or malformed.
+    #[error("malformed SAS token: {0}")]
+    Malformed(String),
+    /// `se` is in the past (beyond the skew).
+    #[error("the SAS token has expired")]
+    Expired,
+    /// `sr` is not `{scope}/registrations/{id}`.
+    #[error("the SAS token is for `{0}`")]
+    Resource(String),
+    /// No key of the enrollment signed it.
+    #[error("the SAS signature does not match the enrollment's keys")]
+    Signature,
+    /// Key pinning: the device registered with the other key before.
+    #[error("the device registered with its {0} key before (key pinning)")]
+    Pinned(&'static str),
+    /// The enrollment's allocation cannot run (e.g. custom without a webhook).
+    #[error("{0}")]
+    Config(String),
+}
+
+struct GroupEnrollment {
+    primary: GroupKey,
+    secondary: Option<GroupKey>,
+}
+
+struct IndividualEnrollment {
+    id_lc: String,
+    primary: Vec<u8>,
+    secondary: Option<Vec<u8>>,
+}
+
+/// One registration as the store keeps it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Record {
+    state: RegistrationState,
+    /// The last assignment (hub, device ID), kept through later failures for reprovisioning.
+    assigned: Option<(String, String)>,
+    /// Key that first succeeded: false = primary.
+    secondary: Option<bool>,
+}
+
+enum OpState {
+    Running,
+    Done(Box<RegistrationState>),
+}
+
+struct Operation {
+    registration_lc: String,
+    state: OpState,
+    polls: VecDeque<Instant>,
+}
+
+#[derive(Default)]
+struct State {
+    registrations: HashMap<String, Record>,
+    operations: HashMap<String, Operation>,
+    registrations_window: VecDeque<Instant>,
+}
+
+/// Counters for the log and the stats line.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Register requests accepted.
+    pub registrations: AtomicU64,
+    /// Poll requests answered.
+    pub polls: AtomicU64,
+    /// Requests answered 429.
+    pub throttled: AtomicU64,
+    /// Devices refused at authentication.
+    pub refused: AtomicU64,
+    /// Terminal `assigned`.
+    pub assigned: AtomicU64,
+    /// Terminal `failed`.
+    pub failed: AtomicU64,
+    /// Terminal `disabled`.
+    pub disabled: AtomicU64,
+}
+
+/// The emulator.
+pub struct Emulator {
+    opts: EmulatorOptions,
+    scenario: Scenario,
+    rules: Rules,
+    group: Option<GroupEnrollment>,
+    individuals: Vec<IndividualEnrollment>,
+    webhook: Option<WebhookClient>,
+    state: Mutex<State>,
+    hubs: Mutex<HashMap<String, Hub>>,
+    /// Counters.
+    pub counters: Counters,
+    log: bool,
+}
+
+impl std::fmt::Debug for Emulator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Emulator")
+            .field("id_scope", &self.opts.id_scope)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Emulator {
+    /// Builds the emulator for a scenario. `webhook_url` is where custom allocation POSTs (the
+    /// scenario's `target.url`, or the embedded reference webhook the caller started). With
+    /// `persist` set, earlier registrations and hubs are loaded.
+    pub fn new(s: &Scenario, webhook_url: Option<&str>, log: bool) -> Result<Self, AuthError> {
+        let group = s
+            .enrollment
+            .group
+            .as_ref()
+            .map(|g| {
+                Ok::<_, AuthError>(GroupEnrollment {
+                    primary: GroupKey::new(g.primary_key.expose())
+                        .map_err(|e| AuthError::Config(e.to_string()))?,
+                    secondary: g
+                        .secondary_key
+                        .as_ref()
+                        .map(|k| GroupKey::new(k.expose()))
+                        .transpose()
+                        .map_err(|e| AuthError::Config(e.to_string()))?,
+                })
+            })
+            .transpose()?;
+        let key = |k: &str| decode_key(k).map_err(|e| AuthError::Config(e.to_string()));
+        let individuals = s
+            .enrollment
+            .individuals
+            .iter()
+            .map(|i| {
+                Ok(IndividualEnrollment {
+                    id_lc: i.registration_id.to_ascii_lowercase(),
+                    primary: key(i.primary_key.expose())?,
+                    secondary: i
+                        .secondary_key
+                        .as_ref()
+                        .map(|k| key(k.expose()))
+                        .transpose()?,
+                })
+            })
+            .collect::<Result<Vec<_>, AuthError>>()?;
+        let webhook = webhook_url
+            .map(|u| {
+                WebhookClient::new(
+                    u,
+                    s.target.function_key.as_ref().map(|k| k.expose()),
+                    s.target.timeout,
+                    64,
+                )
+                .map_err(|e| AuthError::Config(e.to_string()))
+            })
+            .transpose()?;
+        let mut hubs: HashMap<String, Hub> = s
+            .emulator
+            .hubs
+            .iter()
+            .map(|h| (h.host.to_ascii_lowercase(), Hub::new(&h.host)))
+            .collect();
+        let mut state = State::default();
+        if let Some(path) = &s.emulator.persist {
+            if let Some(saved) = store::load(path).map_err(AuthError::Config)? {
+                state.registrations = saved.registrations;
+                for (k, h) in saved.hubs {
+                    hubs.insert(k, h);
+                }
+            }
+        }
+        Ok(Self {
+            opts: s.emulator.clone(),
+            scenario: s.clone(),
+            rules: s.rules.clone(),
+            group,
+            individuals,
+            webhook,
+            state: Mutex::new(state),
+            hubs: Mutex::new(hubs),
+            counters: Counters::default(),
+            log,
+        })
+    }
+
+    /// The ID scope.
+    pub fn id_scope(&self) -> &str {
+        &self.opts.id_scope
+    }
+
+    /// The options.
+    pub fn options(&self) -> &EmulatorOptions {
+        &self.opts
+    }
+
+    /// `(host, connection string)` of every hub, sorted.
+    pub fn connection_strings(&self) -> Vec<(String, String)> {
+        let hubs = self.hubs.lock().expect("hubs lock");
+        let mut v: Vec<_> = hubs
+            .values()
+            .map(|h| (h.host.clone(), h.connection_string()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Authenticates a device by its SAS token (dps-protocol.md §2.2's algorithm).
+    pub fn authenticate(
+        &self,
+        id_scope: &str,
+        registration_id: &str,
+        token: Option<&str>,
+    ) -> Result<Device, AuthError> {
+        let r = self.auth(id_scope, registration_id, token);
+        if let Err(e) = &r {
+            self.counters.refused.fetch_add(1, Ordering::Relaxed);
+            if self.log {
+                eprintln!("{} {registration_id} refused: {e}", now_rfc3339());
+            }
+        }
+        r
+    }
+
+    fn auth(
+        &self,
+        id_scope: &str,
+        registration_id: &str,
+        token: Option<&str>,
+    ) -> Result<Device, AuthError> {
+        if !id_scope.eq_ignore_ascii_case(&self.opts.id_scope) {
+            return Err(AuthError::Scope(id_scope.to_owned()));
+        }
+        let token = token.ok_or_else(|| AuthError::Malformed("no token".into()))?;
+        let t =
+            crate::sas::SasToken::parse(token).map_err(|e| AuthError::Malformed(e.to_string()))?;
+        if t.se.saturating_add(self.opts.sas_skew.as_secs()) < unix_now() {
+            return Err(AuthError::Expired);
+        }
+        let expected = crate::sas::registration_resource(id_scope, registration_id);
+        let resource = t.resource();
+        if !resource.eq_ignore_ascii_case(&expected) {
+            return Err(AuthError::Resource(resource));
+        }
+        let lc = registration_id.to_ascii_lowercase();
+        let (via, primary, secondary): (Via, Vec<u8>, Option<Vec<u8>>) =
+            match self.individuals.iter().position(|i| i.id_lc == lc) {
+                Some(i) => (
+                    Via::Individual(i),
+                    self.individuals[i].primary.clone(),
+                    self.individuals[i].secondary.clone(),
+                ),
+                None => match &self.group {
+                    // Devices derive their key from the ID as they spell it; DPS's case handling
+                    // is UNCONFIRMED, so both the given and the lower-case spelling are tried.
+                    Some(g) => (
+                        Via::Group,
+                        g.primary.derive_raw(registration_id).to_vec(),
+                        g.secondary
+                            .as_ref()
+                            .map(|k| k.derive_raw(registration_id).to_vec()),
+                    ),
+                    None => return Err(AuthError::Unknown(registration_id.to_owned())),
+                },
+            };
+        let secondary_used = if t.verify(&primary) {
+            false
+        } else if secondary.as_ref().is_some_and(|k| t.verify(k)) {
+            true
+        } else {
+            return Err(AuthError::Signature);
+        };
+        if self.opts.key_pinning {
+            let st = self.state.lock().expect("state lock");
+            if let Some(pinned) = st.registrations.get(&lc).and_then(|r| r.secondary) {
+                if pinned != secondary_used {
+                    return Err(AuthError::Pinned(if pinned {
+                        "secondary"
+                    } else {
+                        "primary"
+                    }));
+                }
+            }
+        }
+        Ok(Device {
+            registration_id: registration_id.to_owned(),
+            via,
+            secondary: secondary_used,
+        })
+    }
+
+    /// A register request: 202 `assigning`, or with `[emulator] immediate` the terminal 200 where
+    /// the transport allows it (`terminal_allowed`: MQTT yes; HTTPS no, SDK-C# needs a 202).
+    pub async fn register(
+        self: &Arc<Self>,
+        device: Device,
+        payload: Option<Value>,
+        terminal_allowed: bool,
+    ) -> Reply {
+        let op_id = format!("5.{:016x}.{}", rand::random::<u64>(), random_id());
+        {
+            let mut st = self.state.lock().expect("state lock");
+            if let Some(t) = self.opts.throttle {
+                let now = Instant::now();
+                let window = Duration::from_secs(60);
+                while st
+                    .registrations_window
+                    .front()
+                    .is_some_and(|t0| now.duration_since(*t0) >= window)
+                {
+                    st.registrations_window.pop_front();
+                }
+                if st.registrations_window.len() >= t.registrations_per_minute as usize {
+                    let wait = st.registrations_window.front().map_or(1, |t0| {
+                        (window - now.duration_since(*t0)).as_secs().max(1) as u32
+                    });
+                    drop(st);
+                    self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                    return Reply::error(429, THROTTLED, "Too many registrations: the service's registrations-per-minute quota is used up", Some(wait));
+                }
+                st.registrations_window.push_back(now);
+            }
+            st.operations.insert(
+                op_id.clone(),
+                Operation {
+                    registration_lc: device.registration_id.to_ascii_lowercase(),
+                    state: OpState::Running,
+                    polls: VecDeque::new(),
+                },
+            );
+        }
+        self.counters.registrations.fetch_add(1, Ordering::Relaxed);
+        let task = tokio::spawn(self.clone().allocate(op_id.clone(), device, payload));
+        if self.opts.immediate {
+            let _ = task.await;
+            if terminal_allowed {
+                return self.operation_reply(&op_id);
+            }
+        }
+        Reply::json(
+            202,
+            &OperationStatus {
+                operation_id: op_id,
+                status: "assigning".into(),
+                registration_state: None,
+            },
+            Some(self.opts.retry_after),
+        )
+    }
+
+    /// An operation-status poll.
+    pub fn poll(&self, device: &Device, operation_id: &str) -> Reply {
+        self.counters.polls.fetch_add(1, Ordering::Relaxed);
+        let lc = device.registration_id.to_ascii_lowercase();
+        {
+            let mut st = self.state.lock().expect("state lock");
+            let Some(op) = st
+                .operations
+                .get_mut(operation_id)
+                .filter(|o| o.registration_lc == lc)
+            else {
+                return Reply::error(404, NOT_FOUND, "Operation not found", None);
+            };
+            if let Some(t) = self.opts.throttle {
+                let now = Instant::now();
+                while op
+                    .polls
+                    .front()
+                    .is_some_and(|t0| now.duration_since(*t0) >= Duration::from_secs(10))
+                {
+                    op.polls.pop_front();
+                }
+                if op.polls.len() >= t.polls_per_10s as usize {
+                    drop(st);
+                    self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+                    return Reply::error(
+                        429,
+                        THROTTLED,
+                        "Too many polls: 5 operation-status requests per 10 seconds per device",
+                        Some(self.opts.retry_after),
+                    );
+                }
+                op.polls.push_back(now);
+            }
+        }
+        self.operation_reply(operation_id)
+    }
+
+    fn operation_reply(&self, operation_id: &str) -> Reply {
+        let st = self.state.lock().expect("state lock");
+        let Some(op) = st.operations.get(operation_id) else {
+            return Reply::error(404, NOT_FOUND, "Operation not found", None);
+        };
+        match &op.state {
+            OpState::Running => {
+                let id = st
+                    .registrations
+                    .get(&op.registration_lc)
+                    .map_or(op.registration_lc.clone(), |r| {
+                        r.state.registration_id.clone()
+                    });
+                Reply::json(
+                    202,
+                    &OperationStatus {
+                        operation_id: operation_id.to_owned(),
+                        status: "assigning".into(),
+                        registration_state: Some(RegistrationState {
+                            registration_id: id,
+                            status: "assigning".into(),
+                            ..RegistrationState::default()
+                        }),
+                    },
+                    Some(self.opts.retry_after),
+                )
+            }
+            OpState::Done(state) => Reply::json(
+                200,
+                &OperationStatus {
+                    operation_id: operation_id.to_owned(),
+                    status: state.status.clone(),
+                    registration_state: Some((**state).clone()),
+                },
+                None,
+            ),
+        }
+    }
+
+    /// Device Registration Status Lookup: the last registration state, no wrapper.
+    pub fn status(&self, device: &Device) -> Reply {
+        let st = self.state.lock().expect("state lock");
+        match st
+            .registrations
+            .get(&device.registration_id.to_ascii_lowercase())
+        {
+            Some(r) => Reply::json(200, &r.state, None),
+            None => Reply::error(404, NOT_FOUND, "Registration not found", None),
+        }
+    }
+
+    /// IoT Hub twin read, authorised by a service SAS for `host`.
+    pub fn twin(&self, host: &str, device_id: &str, token: Option<&str>) -> Reply {
+        let hubs = self.hubs.lock().expect("hubs lock");
+        let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
+        let Some(hub) = hubs.get(&host) else {
+            return Reply::error(404, 404_001, &format!("IoT hub {host} not found"), None);
+        };
+        if let Err(why) = token
+            .ok_or("no Authorization header")
+            .and_then(|t| hub.authorize(t, unix_now(), self.opts.sas_skew.as_secs()))
+        {
+            return Reply::error(401, 401_002, &format!("Unauthorized: {why}"), None);
+        }
+        match hub.devices.get(device_id) {
+            Some(t) => Reply::json(200, t, None),
+            None => Reply::error(404, 404_001, &format!("Device {device_id} not found"), None),
+        }
+    }
+
+    /// Auth failure as an HTTPS/MQTT-response reply.
+    pub fn unauthorized() -> Reply {
+        Reply::error(401, codes::UNAUTHORIZED, "Unauthorized", None)
+    }
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// RFC 3339 UTC with 7 fractional digits, as DPS writes its timestamps.
+pub fn now_rfc3339() -> String {
+    let s = humantime::format_rfc3339_nanos(SystemTime::now()).to_string();
+    // 2026-01-01T00:00:00.123456789Z → .1234567Z
+    match s.find('.') {
+        Some(i) if s.len() > i + 8 => format!("{}Z", &s[..i + 8]),
+        _ => s,
+    }
+}
+
+/// A random UUID-shaped identifier.
+pub fn random_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+/// Counter shortcut.
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}

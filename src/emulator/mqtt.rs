@@ -1,0 +1,211 @@
+//! The emulator's MQTT 3.1.1 side (dps-protocol.md §3, real-clients.md checklist): one task per
+//! connection, packets framed and parsed with rumqttc's `mqttbytes::v4` codec, topics and bodies
+//! with [`crate::dps::wire`], answers from the [`Emulator`] core.
+//!
+//! What a device gets: CONNACK 0 with SessionPresent 0 whatever its clean-session flag; bad
+//! credentials, a wrong scope or an unknown registration are refused with **CONNACK 5** (not
+//! authorised: our choice of the two behaviours real DPS shows); SUBACK granting at most QoS 1;
+//! PUBACK before the response to a QoS-1 request; responses at QoS 1 on
+//! `$dps/registrations/res/{status}/?$rid={rid}[&retry-after=N]`; PINGRESP, UNSUBACK, DISCONNECT.
+//! A client that sends no CONNECT in time, goes silent past 1.5 × its keep-alive, or sends a
+//! malformed or oversized packet is disconnected; only its own connection is affected.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use rumqttc::mqttbytes::v4::{
+    ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
+};
+use rumqttc::mqttbytes::{Error as CodecError, QoS};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::{Device, Emulator, Reply};
+use crate::dps::wire::{self, RegisterBody, Request};
+
+/// Time a new connection has to send CONNECT (default of `serve::Options::connect_timeout`).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest packet accepted: DPS's 96 KB message limit plus room for the topic and header.
+const MAX_PACKET: usize = wire::MAX_MESSAGE + 1024;
+
+/// Why a connection ended (for the log; the device only sees the socket close).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectionEnd {
+    /// Socket error.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// Malformed, oversized or unexpected packet.
+    #[error("protocol: {0}")]
+    Protocol(String),
+    /// No CONNECT in time, or silent past the keep-alive.
+    #[error("timed out")]
+    Timeout,
+    /// Refused at CONNECT.
+    #[error("refused: {0}")]
+    Refused(String),
+}
+
+struct Conn<S> {
+    io: S,
+    buf: BytesMut,
+    out: BytesMut,
+    next_pkid: u16,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// The next packet, `None` at a clean end of stream.
+    async fn read(&mut self) -> Result<Option<Packet>, ConnectionEnd> {
+        loop {
+            match Packet::read(&mut self.buf, MAX_PACKET) {
+                Ok(p) => return Ok(Some(p)),
+                Err(CodecError::InsufficientBytes(_)) => {}
+                Err(e) => return Err(ConnectionEnd::Protocol(e.to_string())),
+            }
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return if self.buf.is_empty() {
+                    Ok(None)
+                } else {
+                    Err(ConnectionEnd::Protocol(
+                        "connection closed mid-packet".into(),
+                    ))
+                };
+            }
+        }
+    }
+
+    async fn write(&mut self, p: Packet) -> Result<(), ConnectionEnd> {
+        self.out.clear();
+        p.write(&mut self.out, usize::MAX)
+            .map_err(|e| ConnectionEnd::Protocol(e.to_string()))?;
+        self.io.write_all(&self.out).await?;
+        self.io.flush().await?;
+        Ok(())
+    }
+
+    async fn respond(&mut self, rid: &str, reply: Reply) -> Result<(), ConnectionEnd> {
+        let topic = wire::response_topic(reply.status, rid, reply.retry_after);
+        let mut p = Publish::new(topic, QoS::AtLeastOnce, reply.body);
+        self.next_pkid = self.next_pkid.checked_add(1).unwrap_or(1);
+        p.pkid = self.next_pkid;
+        self.write(Packet::Publish(p)).await
+    }
+}
+
+/// Serves one MQTT connection (already TLS-wrapped if TLS is on) until it ends.
+pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
+    emulator: Arc<Emulator>,
+    io: S,
+    connect_timeout: Duration,
+) -> Result<(), ConnectionEnd> {
+    let mut c = Conn {
+        io,
+        buf: BytesMut::with_capacity(4096),
+        out: BytesMut::with_capacity(1024),
+        next_pkid: 0,
+    };
+    let connect = match tokio::time::timeout(connect_timeout, c.read()).await {
+        Err(_) => return Err(ConnectionEnd::Timeout),
+        Ok(Ok(Some(Packet::Connect(connect)))) => connect,
+        Ok(Ok(None)) => return Ok(()),
+        Ok(Ok(Some(other))) => {
+            return Err(ConnectionEnd::Protocol(format!(
+                "expected CONNECT, got {other:?}"
+            )))
+        }
+        Ok(Err(ConnectionEnd::Protocol(e))) if e.contains("protocol") => {
+            // MQTT 3.1.1 §3.2.2.3: an unsupported protocol level gets return code 1.
+            let _ = c
+                .write(Packet::ConnAck(ConnAck::new(
+                    ConnectReturnCode::RefusedProtocolVersion,
+                    false,
+                )))
+                .await;
+            return Err(ConnectionEnd::Refused(e));
+        }
+        Ok(Err(e)) => return Err(e),
+    };
+    let (username, password) = connect.login.as_ref().map_or((None, None), |l| {
+        (Some(l.username.as_str()), Some(l.password.as_str()))
+    });
+    let parsed = username.and_then(wire::parse_username);
+    let device = match &parsed {
+        None => Err("the username is not {idScope}/registrations/{registrationId}/…".to_owned()),
+        Some(u) if !u.registration_id.eq_ignore_ascii_case(&connect.client_id) => Err(format!(
+            "client id `{}` is not the registration id `{}`",
+            connect.client_id, u.registration_id
+        )),
+        Some(u) => emulator
+            .authenticate(&u.id_scope, &u.registration_id, password)
+            .map_err(|e| e.to_string()),
+    };
+    let device: Device = match device {
+        Ok(d) => d,
+        Err(why) => {
+            c.write(Packet::ConnAck(ConnAck::new(
+                ConnectReturnCode::NotAuthorized,
+                false,
+            )))
+            .await?;
+            return Err(ConnectionEnd::Refused(why));
+        }
+    };
+    // DPS has no persistent sessions: SessionPresent is always 0 (SDK-C# fails on 1).
+    c.write(Packet::ConnAck(ConnAck::new(
+        ConnectReturnCode::Success,
+        false,
+    )))
+    .await?;
+    let idle = (connect.keep_alive > 0)
+        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    loop {
+        let packet = match idle {
+            Some(limit) => match tokio::time::timeout(limit, c.read()).await {
+                Ok(r) => r?,
+                Err(_) => return Err(ConnectionEnd::Timeout),
+            },
+            None => c.read().await?,
+        };
+        let Some(packet) = packet else {
+            return Ok(());
+        };
+        match packet {
+            Packet::Publish(p) => {
+                if p.qos != QoS::AtMostOnce {
+                    // PUBACK strictly before the response (SDK-C#'s state machine needs it).
+                    c.write(Packet::PubAck(PubAck::new(p.pkid))).await?;
+                }
+                match wire::parse_request(&p.topic) {
+                    Some(Request::Register { rid }) => {
+                        let body = RegisterBody::parse(&p.payload);
+                        let reply = emulator.register(device.clone(), body.payload, true).await;
+                        c.respond(&rid, reply).await?;
+                    }
+                    Some(Request::Poll { rid, operation_id }) => {
+                        let reply = emulator.poll(&device, &operation_id);
+                        c.respond(&rid, reply).await?;
+                    }
+                    None => {}
+                }
+            }
+            Packet::Subscribe(s) => {
+                let codes = s
+                    .filters
+                    .iter()
+                    .map(|f| {
+                        SubscribeReasonCode::Success(match f.qos {
+                            QoS::AtMostOnce => QoS::AtMostOnce,
+                            _ => QoS::AtLeastOnce,
+                        })
+                    })
+                    .collect();
+                c.write(Packet::SubAck(SubAck::new(s.pkid, codes))).await?;
+            }
+            Packet::Unsubscribe(u) => c.write(Packet::UnsubAck(UnsubAck::new(u.pkid))).await?,
+            Packet::PingReq => c.write(Packet::PingResp).await?,
+            Packet::Disconnect => return Ok(()),
+            Packet::PubAck(_) => {}
+            Packet::Connect(_) => return Err(ConnectionEnd::Protocol("a second CONNECT".into())),
+            other => return Err(ConnectionEnd::Protocol(format!("unexpected {other:?}"))),
+        }
+    }
+}

@@ -1,0 +1,243 @@
+//! Starting and stopping the emulator's listeners: MQTT over TLS, opt-in MQTT over plain TCP,
+//! HTTPS, opt-in plain HTTP, and the embedded reference webhook when the scenario names no
+//! webhook URL. Used by `loadtest dps serve` and, in-process on `127.0.0.1:0`, by registration
+//! runs. Each connection is its own task; a TLS handshake and the MQTT CONNECT each get
+//! `connect_timeout` (10 s by default).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use super::{mqtt, tls, AuthError, Emulator};
+use crate::scenario::Scenario;
+use crate::webhook::server;
+
+/// Where to listen.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// MQTT over TLS.
+    pub mqtt: Option<SocketAddr>,
+    /// MQTT over plain TCP (load runs).
+    pub mqtt_plain: Option<SocketAddr>,
+    /// HTTPS.
+    pub https: Option<SocketAddr>,
+    /// Plain HTTP (load runs).
+    pub http_plain: Option<SocketAddr>,
+    /// Certificates (needed when `mqtt` or `https` is set).
+    pub tls: Option<tls::Source>,
+    /// One log line per registration on stderr.
+    pub log: bool,
+    /// Time a new MQTT connection has to send CONNECT (and a TLS client to finish its handshake).
+    pub connect_timeout: Duration,
+}
+
+impl Options {
+    /// Every listener on `127.0.0.1:0` with certificates generated into `tls_dir`.
+    pub fn loopback(tls_dir: PathBuf) -> Self {
+        let any = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        Self {
+            mqtt: any,
+            mqtt_plain: any,
+            https: any,
+            http_plain: any,
+            tls: Some(tls::Source::Generated(tls_dir)),
+            log: false,
+            connect_timeout: mqtt::CONNECT_TIMEOUT,
+        }
+    }
+}
+
+/// The emulator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] AuthError),
+    /// Certificates.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// A listener could not bind.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// Bound addresses.
+#[derive(Debug, Clone, Default)]
+pub struct Addrs {
+    /// MQTT over TLS.
+    pub mqtt: Option<SocketAddr>,
+    /// MQTT over plain TCP.
+    pub mqtt_plain: Option<SocketAddr>,
+    /// HTTPS.
+    pub https: Option<SocketAddr>,
+    /// Plain HTTP.
+    pub http_plain: Option<SocketAddr>,
+    /// The embedded reference webhook, if started.
+    pub webhook: Option<SocketAddr>,
+}
+
+/// A running emulator; [`Running::stop`] ends it (dropping it aborts the listeners too).
+#[derive(Debug)]
+pub struct Running {
+    /// The service core (counters, connection strings).
+    pub emulator: Arc<Emulator>,
+    /// Where it listens.
+    pub addrs: Addrs,
+    /// The CA devices should trust, when TLS is on.
+    pub ca: Option<PathBuf>,
+    tasks: JoinSet<()>,
+    webhook: Option<server::Handle>,
+}
+
+impl Running {
+    /// Stops the listeners and their connections, and the embedded webhook.
+    pub async fn stop(mut self) {
+        self.tasks.shutdown().await;
+        if let Some(w) = self.webhook.take() {
+            w.stop().await;
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Proto {
+    Mqtt,
+    Http,
+}
+
+/// Starts the emulator for a scenario.
+pub async fn start(s: &Scenario, opts: &Options) -> Result<Running, ServeError> {
+    let mut addrs = Addrs::default();
+    let webhook = match &s.target.url {
+        Some(_) => None,
+        None => {
+            let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+            let config = server::Config {
+                policy: s.policy,
+                faults: s.fault_rules(),
+                echo_payload: s.echo_payload,
+            };
+            Some(
+                server::spawn(addr, config)
+                    .await
+                    .map_err(|source| ServeError::Bind { addr, source })?,
+            )
+        }
+    };
+    addrs.webhook = webhook.as_ref().map(|w| w.addr);
+    let url = match (&s.target.url, &webhook) {
+        (Some(u), _) => Some(u.expose().to_owned()),
+        (None, Some(w)) => Some(format!("http://{}/api/HttpTrigger1", w.addr)),
+        (None, None) => None,
+    };
+    let emulator = Arc::new(Emulator::new(s, url.as_deref(), opts.log)?);
+    let needs_tls = opts.mqtt.is_some() || opts.https.is_some();
+    let tls = match (&opts.tls, needs_tls) {
+        (_, false) => None,
+        (Some(src), true) => Some(tls::load(src)?),
+        (None, true) => Some(tls::load(&tls::Source::Generated(tls::default_dir()))?),
+    };
+    let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.config.clone()));
+    let mut tasks = JoinSet::new();
+    for (addr, proto, secure, slot) in [
+        (opts.mqtt, Proto::Mqtt, true, 0),
+        (opts.mqtt_plain, Proto::Mqtt, false, 1),
+        (opts.https, Proto::Http, true, 2),
+        (opts.http_plain, Proto::Http, false, 3),
+    ] {
+        let Some(addr) = addr else { continue };
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let bound = match slot {
+            0 => &mut addrs.mqtt,
+            1 => &mut addrs.mqtt_plain,
+            2 => &mut addrs.https,
+            _ => &mut addrs.http_plain,
+        };
+        *bound = Some(local);
+        let acceptor = if secure { acceptor.clone() } else { None };
+        tasks.spawn(accept_loop(
+            listener,
+            emulator.clone(),
+            proto,
+            acceptor,
+            opts.connect_timeout,
+        ));
+    }
+    Ok(Running {
+        emulator,
+        addrs,
+        ca: tls.map(|t| t.ca),
+        tasks,
+        webhook,
+    })
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    emulator: Arc<Emulator>,
+    proto: Proto,
+    acceptor: Option<TlsAcceptor>,
+    timeout: Duration,
+) {
+    // Connections live in this set: aborting the accept loop aborts them all.
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    // Out of file descriptors or similar: back off instead of spinning.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let (emulator, acceptor) = (emulator.clone(), acceptor.clone());
+                conns.spawn(async move {
+                    match acceptor {
+                        Some(a) => {
+                            if let Ok(Ok(tls)) = tokio::time::timeout(timeout, a.accept(stream)).await {
+                                connection(emulator, proto, tls, timeout).await;
+                            }
+                        }
+                        None => connection(emulator, proto, stream, timeout).await,
+                    }
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+}
+
+async fn connection<S>(emulator: Arc<Emulator>, proto: Proto, io: S, timeout: Duration)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    match proto {
+        Proto::Mqtt => {
+            let _ = mqtt::serve(emulator, io, timeout).await;
+        }
+        Proto::Http => {
+            let service =
+                hyper::service::service_fn(move |req| super::https::handle(emulator.clone(), req));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(io), service)
+                .await;
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! Optional persistence of the registration store (`[emulator] persist = "file.json"`): every
+//! terminal registration rewrites the file atomically (write a temporary file, then rename), so a
+//! crash leaves either the old or the new file, never a torn one. Loaded once at start.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::hub::Hub;
+use super::Record;
+
+#[derive(Serialize, Deserialize)]
+pub(super) struct Saved {
+    pub registrations: HashMap<String, Record>,
+    pub hubs: HashMap<String, Hub>,
+}
+
+/// Reads the store; `None` when the file does not exist yet.
+pub(super) fn load(path: &Path) -> Result<Option<Saved>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| format!("{}: not a registration store: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+/// Writes the store atomically.
+pub(super) fn save(
+    path: &Path,
+    registrations: &HashMap<String, Record>,
+    hubs: &HashMap<String, Hub>,
+) -> std::io::Result<()> {
+    #[derive(Serialize)]
+    struct Ref<'a> {
+        registrations: &'a HashMap<String, Record>,
+        hubs: &'a HashMap<String, Hub>,
+    }
+    // One writer at a time: concurrent allocations would otherwise share the temporary file.
+    static WRITER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = WRITER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let bytes = serde_json::to_vec(&Ref {
+        registrations,
+        hubs,
+    })
+    .expect("the store serialises");
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}

@@ -110,6 +110,9 @@ struct DpsServeArgs {
     /// Answer MQTT register requests with the terminal status at once.
     #[arg(long)]
     immediate: bool,
+    /// Time a new connection has to finish TLS and send CONNECT, e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    connect_timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -466,7 +469,7 @@ async fn dps_serve(a: DpsServeArgs) -> anyhow::Result<u8> {
         http_plain: a.http_plain,
         tls: Some(tls),
         log: true,
-        connect_timeout: crate::emulator::mqtt::CONNECT_TIMEOUT,
+        connect_timeout: a.connect_timeout,
     };
     let running = crate::emulator::serve::start(&s, &opts)
         .await

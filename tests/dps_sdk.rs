@@ -319,3 +319,101 @@ fn the_python_sdk_provisions_against_the_emulator() {
         "{state}"
     );
 }
+
+/// Open file descriptors this process may have (from /proc/self/limits).
+fn fd_limit() -> usize {
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1024)
+}
+
+/// 10,000 idle connections (fewer if this process may not open that many descriptors) neither
+/// stall nor crash the emulator: a device still registers while they are open, and each is
+/// closed once its connect timeout passes.
+#[test]
+fn ten_thousand_idle_connections() {
+    let dir = tempdir();
+    let mut child = bin()
+        .args([
+            "dps",
+            "serve",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--mqtt-plain",
+            "127.0.0.1:0",
+            "--no-https",
+            "--connect-timeout",
+            "3s",
+            "--tls-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut plain = None;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(a) = line.trim().strip_prefix("MQTT (plain):") {
+            plain = Some(a.trim().parse::<std::net::SocketAddr>().unwrap());
+        }
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let addr = plain.unwrap();
+    let n = 10_000.min(fd_limit().saturating_sub(300));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let mut idle = Vec::with_capacity(n);
+        for _ in 0..n {
+            idle.push(tokio::net::TcpStream::connect(addr).await.unwrap());
+        }
+        // A real registration goes through meanwhile.
+        let id = "breakroom77-contoso-tstrsd-007";
+        let t = crate::util::dps::token(
+            id,
+            &crate::util::dps::device_key(id),
+            loadtest::sas::SrEncoding::Upper,
+            None,
+        );
+        let mut m =
+            crate::util::dps::Mqtt::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        m.send(crate::util::dps::connect_packet(id, &t, true, 60))
+            .await;
+        assert!(matches!(
+            m.recv().await,
+            Some(rumqttc::mqttbytes::v4::Packet::ConnAck(_))
+        ));
+        m.subscribe().await;
+        assert_eq!(m.register(b"").await.status, "assigned");
+        // Every idle connection is closed by the server after the 3 s connect timeout.
+        tokio::time::sleep(std::time::Duration::from_secs(4)).await;
+        let mut closed = 0;
+        for mut s in idle {
+            use tokio::io::AsyncReadExt;
+            let mut b = [0u8; 1];
+            if matches!(
+                tokio::time::timeout(std::time::Duration::from_secs(2), s.read(&mut b)).await,
+                Ok(Ok(0)) | Ok(Err(_))
+            ) {
+                closed += 1;
+            }
+        }
+        assert_eq!(closed, n, "every idle connection was closed");
+    });
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the emulator is still running"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -184,6 +184,8 @@ impl Emulator {
             if let Some(op) = st.operations.get_mut(&op_id) {
                 op.state = OpState::Done(Box::new(state));
             }
+            st.finished
+                .push_back((std::time::Instant::now(), op_id.clone()));
             self.opts.persist.as_ref().map(|_| st.registrations.clone())
         };
         if let (Some(path), Some(regs)) = (&self.opts.persist, snapshot) {

@@ -151,8 +151,14 @@ struct Operation {
 struct State {
     registrations: HashMap<String, Record>,
     operations: HashMap<String, Operation>,
+    /// Finished operations in completion order, forgotten after [`OPERATION_RETENTION`].
+    finished: VecDeque<(Instant, String)>,
     registrations_window: VecDeque<Instant>,
 }
+
+/// How long a finished operation can still be polled (our choice; DPS's is UNCONFIRMED). Keeps
+/// memory flat under load.
+pub const OPERATION_RETENTION: Duration = Duration::from_secs(300);
 
 /// Counters for the log and the stats line.
 #[derive(Debug, Default)]
@@ -410,6 +416,16 @@ impl Emulator {
                     return Reply::error(429, THROTTLED, "Too many registrations: the service's registrations-per-minute quota is used up", Some(wait));
                 }
                 st.registrations_window.push_back(now);
+            }
+            let now = Instant::now();
+            while st
+                .finished
+                .front()
+                .is_some_and(|(t, _)| now.duration_since(*t) > OPERATION_RETENTION)
+            {
+                if let Some((_, old)) = st.finished.pop_front() {
+                    st.operations.remove(&old);
+                }
             }
             st.operations.insert(
                 op_id.clone(),

@@ -40,13 +40,15 @@ impl Validator<'_> {
                 "hashed" => Allocation::Hashed,
                 "static" => Allocation::Static,
                 "geoLatency" => Allocation::GeoLatency,
-                other => return self.err(
-                    a.span(),
-                    "emulator.allocation",
-                    format!(
+                other => {
+                    return self.err(
+                        a.span(),
+                        "emulator.allocation",
+                        format!(
                         "unknown policy `{other}`; choose from: custom, hashed, static, geoLatency"
                     ),
-                ),
+                    )
+                }
             };
         }
         if let Some(r) = &e.retry_after {

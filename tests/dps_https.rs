@@ -108,6 +108,12 @@ async fn register_poll_status_and_twin_read() {
         .0,
         404
     );
+    let (status, _, _, stats) =
+        call(&client, "GET", &format!("{base}/stats"), None, None, b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(stats["registrations"], 1, "{stats}");
+    assert_eq!(stats["assigned"], 1, "{stats}");
+    assert!(stats["refused"].as_u64().unwrap() >= 2, "{stats}");
 
     // The twin on the toasters hub, read with a service SAS from the generated connection string.
     let strings = r.emulator.connection_strings();

@@ -498,3 +498,59 @@ async fn reprovisioning_migrates_or_resets_and_survives_a_restart() {
         assert!(hubs[HEATPUMPS]["devices"].get(id).is_some(), "{hubs}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hashed_static_and_geo_latency_allocation() {
+    let base = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/contoso.toml"),
+    )
+    .unwrap();
+    let with = |emulator: &str| scenario_text(&format!("{base}\n[emulator]\n{emulator}\n"));
+    let ids: Vec<String> = (1..=40)
+        .map(|n| format!("breakroom{n}-contoso-tstrsd-007"))
+        .collect();
+    // geoLatency: the heat-pumps hub is nearer, so every device goes there.
+    let geo = with(&format!(
+        "allocation = \"geoLatency\"\nhubs = [{{ host = \"{TOASTERS}\", latency = \"50ms\" }}, {{ host = \"{HEATPUMPS}\", latency = \"10ms\" }}]"
+    ));
+    // static: the enrollment's first hub.
+    let stat = with("allocation = \"static\"");
+    // hashed with weights 1:3 and the toasters hub left out of allocation entirely, then in.
+    let hashed_out = with(&format!(
+        "allocation = \"hashed\"\nhubs = [{{ host = \"{TOASTERS}\", apply_allocation_policy = false }}]"
+    ));
+    let hashed = with(&format!(
+        "allocation = \"hashed\"\nhubs = [{{ host = \"{TOASTERS}\", weight = 1 }}, {{ host = \"{HEATPUMPS}\", weight = 3 }}]"
+    ));
+    for (name, s, check) in [
+        (
+            "geoLatency",
+            geo,
+            Box::new(|t: usize, h: usize| t == 0 && h == 40) as Box<dyn Fn(usize, usize) -> bool>,
+        ),
+        ("static", stat, Box::new(|t, h| t == 40 && h == 0)),
+        (
+            "hashed without toasters",
+            hashed_out,
+            Box::new(|t, h| t == 0 && h == 40),
+        ),
+        (
+            "hashed 1:3",
+            hashed,
+            Box::new(|t, h| t > 0 && h > t && t + h == 40),
+        ),
+    ] {
+        let (r, _dir) = start(&s).await;
+        let (mut t, mut h) = (0, 0);
+        for id in &ids {
+            let op = register_device(&r, id, b"").await;
+            match op.registration_state.unwrap().assigned_hub.as_deref() {
+                Some(x) if x == TOASTERS => t += 1,
+                Some(x) if x == HEATPUMPS => h += 1,
+                other => panic!("{name}: {other:?}"),
+            }
+        }
+        assert!(check(t, h), "{name}: toasters {t}, heat pumps {h}");
+        r.stop().await;
+    }
+}

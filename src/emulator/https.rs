@@ -53,6 +53,12 @@ pub async fn handle(
         }
     };
     let reply = match wire::route(&method, &path) {
+        // The emulator's own counters (not a DPS route).
+        None if method == "GET" && path == "/stats" => Reply {
+            status: 200,
+            body: emulator.counters.json().into_bytes(),
+            retry_after: None,
+        },
         None => Reply::error(404, super::NOT_FOUND, "No such route", None),
         Some(Route::Twin { device_id }) => emulator.twin(&host, &device_id, auth.as_deref()),
         Some(Route::Register { scope, id }) => {

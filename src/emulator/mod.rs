@@ -179,6 +179,23 @@ pub struct Counters {
     pub disabled: AtomicU64,
 }
 
+impl Counters {
+    /// The counters as a JSON object (`GET /stats`).
+    pub fn json(&self) -> String {
+        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        serde_json::json!({
+            "registrations": n(&self.registrations),
+            "polls": n(&self.polls),
+            "throttled": n(&self.throttled),
+            "refused": n(&self.refused),
+            "assigned": n(&self.assigned),
+            "failed": n(&self.failed),
+            "disabled": n(&self.disabled),
+        })
+        .to_string()
+    }
+}
+
 /// The emulator.
 pub struct Emulator {
     opts: EmulatorOptions,

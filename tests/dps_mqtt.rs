@@ -554,3 +554,37 @@ async fn hashed_static_and_geo_latency_allocation() {
         r.stop().await;
     }
 }
+
+/// Fields in any order (SDK-Node: sr, sig, skn, se; a docs sample: sr, skn, sig, se).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sas_fields_in_any_order() {
+    let (r, _dir) = start(&contoso()).await;
+    let id = "breakroom21-contoso-tstrsd-007";
+    let t = token(id, &device_key(id), SrEncoding::Raw, Some("registration"));
+    let fields: Vec<&str> = t
+        .strip_prefix("SharedAccessSignature ")
+        .unwrap()
+        .split('&')
+        .collect();
+    let find = |k: &str| {
+        fields
+            .iter()
+            .find(|f| f.starts_with(k))
+            .unwrap()
+            .to_string()
+    };
+    for order in [
+        ["sr=", "sig=", "skn=", "se="],
+        ["sr=", "skn=", "sig=", "se="],
+        ["se=", "skn=", "sig=", "sr="],
+    ] {
+        let reordered = format!(
+            "SharedAccessSignature {}",
+            order.iter().map(|k| find(k)).collect::<Vec<_>>().join("&")
+        );
+        let (mut m, code, _) = connect(&r, id, &reordered, true, 60).await;
+        assert_eq!(code, "Success", "{reordered}");
+        m.send(rumqttc::mqttbytes::v4::Packet::Disconnect).await;
+    }
+    r.stop().await;
+}

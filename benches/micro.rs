@@ -103,6 +103,8 @@ fn classify(c: &mut Criterion) {
         twin_tags: Some(serde_json::json!({"deviceType":"toaster"})),
         twin_desired: Some(serde_json::json!({"state":"ready","darknessSetting":"medium"})),
         payload: None,
+        substatus: None,
+        substatus_again: None,
     };
     c.bench_function("classify_and_check (200 + twin)", |b| {
         b.iter(|| {

@@ -28,6 +28,10 @@ pub enum Field {
     TwinDesired,
     /// Payload returned to the device (subset).
     Payload,
+    /// `substatus` (device modes).
+    Substatus,
+    /// The twin could not be read from the hub (device modes).
+    Twin,
 }
 
 impl Field {
@@ -42,6 +46,8 @@ impl Field {
             Field::TwinTags => "twin.tags",
             Field::TwinDesired => "twin.desired",
             Field::Payload => "payload",
+            Field::Substatus => "substatus",
+            Field::Twin => "twin",
         }
     }
 }
@@ -127,6 +133,43 @@ pub fn compare(expect: &Expect, got: &Registration) -> Vec<Mismatch> {
     out
 }
 
+/// Compares the substatus (device modes).
+pub fn substatus(expected: Option<&str>, got: Option<&str>) -> Option<Mismatch> {
+    let e = expected?;
+    (got != Some(e)).then(|| Mismatch {
+        field: Field::Substatus,
+        expected: quote(e),
+        actual: got.map_or("null".into(), quote),
+    })
+}
+
+/// Compares a twin read from the hub with the expected tags and desired properties (subsets;
+/// `$metadata`/`$version` are ignored because subsets never name them).
+pub fn twin(expect: &Expect, twin: &Value) -> Vec<Mismatch> {
+    let mut out = Vec::new();
+    if let Some(t) = &expect.twin_tags {
+        let actual = twin.get("tags");
+        if !actual.is_some_and(|a| is_subset(t, a)) {
+            out.push(Mismatch {
+                field: Field::TwinTags,
+                expected: t.to_string(),
+                actual: json(actual),
+            });
+        }
+    }
+    if let Some(d) = &expect.twin_desired {
+        let actual = twin.pointer("/properties/desired");
+        if !actual.is_some_and(|a| is_subset(d, a)) {
+            out.push(Mismatch {
+                field: Field::TwinDesired,
+                expected: d.to_string(),
+                actual: json(actual),
+            });
+        }
+    }
+    out
+}
+
 /// True when `expected` is contained in `actual` (objects recursively, other values equal).
 pub fn is_subset(expected: &Value, actual: &Value) -> bool {
     match (expected, actual) {
@@ -165,6 +208,8 @@ mod tests {
             twin_tags: Some(json!({"deviceType":"toaster"})),
             twin_desired: Some(json!({"state":"ready"})),
             payload: None,
+            substatus: None,
+            substatus_again: None,
         }
     }
 

@@ -57,6 +57,80 @@ pub struct Sample {
     pub hub: Option<String>,
     /// What the request showed in full (conformance mode only).
     pub observed: Option<Box<Observation>>,
+    /// Per-phase timings (device modes only).
+    pub phases: Option<Box<Phases>>,
+}
+
+/// Per-phase timings of one device registration.
+#[derive(Debug, Clone, Default)]
+pub struct Phases {
+    /// TCP + TLS + CONNACK (MQTT).
+    pub connect: Option<Duration>,
+    /// Register request → first response.
+    pub first_response: Option<Duration>,
+    /// Register request → terminal status (what DPS spent).
+    pub dps: Option<Duration>,
+    /// Operation-status polls.
+    pub polls: u32,
+    /// Time spent waiting on `retry-after` (and 429 back-off).
+    pub retry_wait: Duration,
+    /// 429 answers.
+    pub throttled: u32,
+    /// The twin was read and checked.
+    pub twin_checked: bool,
+}
+
+/// Histograms of the phases (µs; polls as counts).
+#[derive(Debug, Clone)]
+pub struct PhaseHistos {
+    /// TCP + TLS + CONNACK.
+    pub connect: Histogram<u64>,
+    /// Register → first response.
+    pub first_response: Histogram<u64>,
+    /// Register → terminal.
+    pub dps: Histogram<u64>,
+    /// Waiting on retry-after.
+    pub retry_wait: Histogram<u64>,
+    /// Polls per device.
+    pub polls: Histogram<u64>,
+    /// 429 answers in total.
+    pub throttled: u64,
+    /// Devices that saw at least one 429.
+    pub throttled_devices: u64,
+    /// Twins read and checked.
+    pub twins_checked: u64,
+}
+
+impl PhaseHistos {
+    fn new() -> Self {
+        let h = || Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("valid histogram bounds");
+        Self {
+            connect: h(),
+            first_response: h(),
+            dps: h(),
+            retry_wait: h(),
+            polls: Histogram::new_with_bounds(1, 100_000, 3).expect("valid histogram bounds"),
+            throttled: 0,
+            throttled_devices: 0,
+            twins_checked: 0,
+        }
+    }
+
+    fn record(&mut self, p: &Phases) {
+        let rec = |h: &mut Histogram<u64>, d: Option<Duration>| {
+            if let Some(d) = d {
+                h.saturating_record(us(d));
+            }
+        };
+        rec(&mut self.connect, p.connect);
+        rec(&mut self.first_response, p.first_response);
+        rec(&mut self.dps, p.dps);
+        self.retry_wait.saturating_record(us(p.retry_wait));
+        self.polls.saturating_record(u64::from(p.polls));
+        self.throttled += u64::from(p.throttled);
+        self.throttled_devices += u64::from(p.throttled > 0);
+        self.twins_checked += u64::from(p.twin_checked);
+    }
 }
 
 /// The three latency histograms.
@@ -151,6 +225,8 @@ pub struct Metrics {
     pub last_done: Option<Instant>,
     /// Per class, what the requests showed (conformance mode only).
     pub observations: Option<Vec<ClassObservations>>,
+    /// Per-phase histograms (device modes only).
+    pub phases: Option<PhaseHistos>,
     start: Instant,
     examples: usize,
 }
@@ -183,6 +259,7 @@ impl Metrics {
             per_second: Vec::new(),
             last_done: None,
             observations: observe.then(|| vec![ClassObservations::default(); classes]),
+            phases: None,
             start,
             examples,
         }
@@ -209,6 +286,9 @@ impl Metrics {
         self.per_second[second] += 1;
         self.last_done = Some(self.last_done.map_or(s.done, |d| d.max(s.done)));
         self.overall.record(&s);
+        if let Some(p) = &s.phases {
+            self.phases.get_or_insert_with(PhaseHistos::new).record(p);
+        }
         *self.outcomes.entry(s.outcome).or_default() += 1;
         let c = &mut self.classes[s.class as usize];
         c.requests += 1;
@@ -288,6 +368,7 @@ mod tests {
                 error: None,
                 hub: Some("h".into()),
                 observed: None,
+                phases: None,
             });
         }
         assert_eq!((m.completed, m.timed_out, m.samples), (2, 1, 3));

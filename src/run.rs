@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use crate::device::Population;
+use crate::driver::device::{self, DeviceExecutor};
 use crate::driver::webhook::{SetupError, WebhookExecutor};
 use crate::driver::{Pacing, Plan, Stop, Watch};
 use crate::metrics::Metrics;
 use crate::pacing::Schedule;
 use crate::progress::Progress;
 use crate::report::Summary;
-use crate::scenario::{Rate, Scenario};
+use crate::scenario::{Mode, Rate, Scenario};
 use crate::threshold::{RunView, Threshold};
 use crate::webhook::server;
 
@@ -54,6 +55,9 @@ pub enum RunError {
         /// Why.
         source: std::io::Error,
     },
+    /// A device-mode run could not be set up.
+    #[error(transparent)]
+    Devices(#[from] device::setup::SetupError),
     /// The report could not be written.
     #[error("could not write the report to {}: {source}", path.display())]
     Report {
@@ -111,36 +115,16 @@ pub async fn run(
 ) -> Result<Finished, RunError> {
     let observe = sample.is_some();
     let population = Arc::new(sample.unwrap_or_else(|| s.population()));
-    let embedded = match &s.target.url {
-        Some(_) => None,
-        None => {
-            let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-            let config = server::Config {
-                policy: s.policy,
-                faults: s.fault_rules(),
-                echo_payload: s.echo_payload,
-            };
-            Some(
-                server::spawn(addr, config)
-                    .await
-                    .map_err(|source| RunError::Embedded { addr, source })?,
-            )
-        }
-    };
-    let url = match (&s.target.url, &embedded) {
-        (Some(u), _) => u.expose().to_owned(),
-        (None, Some(h)) => format!("http://{}/api/HttpTrigger1?code=embedded", h.addr),
-        (None, None) => unreachable!("an embedded server is started when no URL is set"),
-    };
-    let exec = Arc::new(WebhookExecutor::new(s, &url)?.observing(observe));
+    // One pass per round unless the load says otherwise.
+    let passes = population.len() as u64 * u64::from(s.load.rounds);
+    let default_count = s.load.count.or(if s.load.duration.is_none() {
+        Some(passes)
+    } else {
+        None
+    });
     let (pacing, target_rate, total) = match s.load.rate {
         Rate::PerSecond(rate) => {
-            let count = s.load.count.or(if s.load.duration.is_none() {
-                Some(population.len() as u64)
-            } else {
-                None
-            });
-            let schedule = Schedule::new(rate, &s.load.stages, s.load.duration, count);
+            let schedule = Schedule::new(rate, &s.load.stages, s.load.duration, default_count);
             let total = schedule.total();
             let rate = if s.load.stages.is_empty() {
                 rate
@@ -149,22 +133,15 @@ pub async fn run(
             };
             (Pacing::Open(schedule), Some(rate), Some(total))
         }
-        Rate::Max => {
-            let count = s.load.count.or(if s.load.duration.is_none() {
-                Some(population.len() as u64)
-            } else {
-                None
-            });
-            (
-                Pacing::Closed {
-                    workers: s.load.connections,
-                    duration: s.load.duration,
-                    count,
-                },
-                None,
-                count,
-            )
-        }
+        Rate::Max => (
+            Pacing::Closed {
+                workers: s.load.connections,
+                duration: s.load.duration,
+                count: default_count,
+            },
+            None,
+            default_count,
+        ),
     };
     let plan = Plan {
         pacing,
@@ -177,10 +154,49 @@ pub async fn run(
     };
     let started = SystemTime::now();
     let progress = Progress::new(total, o.progress);
-    let outcome = crate::driver::run(exec, population, plan, s.classes.len(), stop, progress).await;
-    if let Some(h) = embedded {
-        h.stop().await;
-    }
+    let classes = s.classes.len();
+    let outcome = match s.target.mode {
+        Mode::Webhook => {
+            let embedded = match &s.target.url {
+                Some(_) => None,
+                None => {
+                    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+                    let config = server::Config {
+                        policy: s.policy,
+                        faults: s.fault_rules(),
+                        echo_payload: s.echo_payload,
+                    };
+                    Some(
+                        server::spawn(addr, config)
+                            .await
+                            .map_err(|source| RunError::Embedded { addr, source })?,
+                    )
+                }
+            };
+            let url = match (&s.target.url, &embedded) {
+                (Some(u), _) => u.expose().to_owned(),
+                (None, Some(h)) => format!("http://{}/api/HttpTrigger1?code=embedded", h.addr),
+                (None, None) => unreachable!("an embedded server is started when no URL is set"),
+            };
+            let exec = Arc::new(WebhookExecutor::new(s, &url)?.observing(observe));
+            let out = crate::driver::run(exec, population, plan, classes, stop, progress).await;
+            if let Some(h) = embedded {
+                h.stop().await;
+            }
+            out
+        }
+        Mode::Mqtt | Mode::Https => {
+            let setup = device::setup::prepare(s).await?;
+            let exec = DeviceExecutor::new(s, setup.endpoint, population.len() as u64, setup.twins)
+                .map_err(RunError::Usage)?;
+            let out =
+                crate::driver::run(Arc::new(exec), population, plan, classes, stop, progress).await;
+            if let Some(e) = setup.emulator {
+                e.stop().await;
+            }
+            out
+        }
+    };
     let mut summary = Summary::build(s, &outcome, started, target_rate);
     let view = RunView {
         metrics: &outcome.metrics,

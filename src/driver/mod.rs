@@ -11,6 +11,7 @@
 //! `grace` to finish, and whatever is still running then is counted as timed out. Every
 //! scheduled request ends up in exactly one of completed / failed / timed out / not sent.
 
+pub mod device;
 pub mod webhook;
 
 use std::future::Future;

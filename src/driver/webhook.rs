@@ -218,6 +218,7 @@ impl Executor for WebhookExecutor {
             error,
             hub: registration.assigned_hub,
             observed,
+            phases: None,
         }
     }
 }

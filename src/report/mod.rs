@@ -65,6 +65,8 @@ pub struct Summary {
     pub expectations: Expectations,
     /// Transport errors by message.
     pub errors: Vec<ErrorCount>,
+    /// Device modes: per-phase statistics; null in webhook mode.
+    pub phases: Option<PhaseSummary>,
     /// Threshold verdicts, in scenario order.
     pub thresholds: Vec<ThresholdResult>,
     /// The threshold that stopped the run early (`abort_on_fail`), if any.
@@ -79,6 +81,27 @@ pub struct Summary {
     /// Requests that produced a sample.
     #[serde(skip)]
     samples: u64,
+}
+
+/// Per-phase statistics of device registrations (µs, polls as counts).
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseSummary {
+    /// TCP + TLS + CONNACK (MQTT only).
+    pub connect_us: Stats,
+    /// Register request → first response.
+    pub first_response_us: Stats,
+    /// Register request → terminal status (what DPS spent).
+    pub dps_us: Stats,
+    /// Waiting on `retry-after` and 429 back-off.
+    pub retry_wait_us: Stats,
+    /// Polls per device.
+    pub polls: Stats,
+    /// 429 answers, all devices.
+    pub throttled_429: u64,
+    /// Devices that saw a 429.
+    pub throttled_devices: u64,
+    /// Twins read from the hubs and checked.
+    pub twins_checked: u64,
 }
 
 /// One threshold's verdict.
@@ -264,7 +287,7 @@ impl Summary {
             tool_version: env!("CARGO_PKG_VERSION").into(),
             scenario: s.name.clone(),
             scenario_file: s.path.display().to_string(),
-            mode: "webhook".into(),
+            mode: s.target.mode.name().into(),
             target: s.target_display(),
             seed: s.seed,
             started_at: humantime::format_rfc3339_millis(started_at).to_string(),
@@ -296,6 +319,16 @@ impl Summary {
                     count: *count,
                 })
                 .collect(),
+            phases: m.phases.as_ref().map(|p| PhaseSummary {
+                connect_us: Stats::of(&p.connect),
+                first_response_us: Stats::of(&p.first_response),
+                dps_us: Stats::of(&p.dps),
+                retry_wait_us: Stats::of(&p.retry_wait),
+                polls: Stats::of(&p.polls),
+                throttled_429: p.throttled,
+                throttled_devices: p.throttled_devices,
+                twins_checked: p.twins_checked,
+            }),
             thresholds: Vec::new(),
             aborted_by: None,
             snapshot: None,

@@ -17,7 +17,7 @@ pub fn render(s: &Summary) -> String {
     );
     let _ = writeln!(
         o,
-        "requests: {} scheduled, {} sent, {} completed, {} failed, {} timed out, {} not sent ({} HTTP attempts)",
+        "requests: {} scheduled, {} sent, {} completed, {} failed, {} timed out, {} not sent ({} attempts on the wire)",
         r.scheduled, r.sent, r.completed, r.failed, r.timed_out, r.not_sent, r.attempts
     );
     let target = s
@@ -125,6 +125,40 @@ pub fn render(s: &Summary) -> String {
         "schedule lag (intended->send)  {}",
         stats(&s.schedule_lag_us)
     );
+    if let Some(p) = &s.phases {
+        if p.connect_us.max > 0 {
+            let _ = writeln!(o, "  connect (TCP+TLS+CONNACK)    {}", stats(&p.connect_us));
+        } else {
+            let _ = writeln!(
+                o,
+                "  connect                      n/a (pooled HTTPS connections)"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "  register -> first response   {}",
+            stats(&p.first_response_us)
+        );
+        let _ = writeln!(o, "  register -> terminal (DPS)   {}", stats(&p.dps_us));
+        let _ = writeln!(
+            o,
+            "  waiting on retry-after       {}",
+            stats(&p.retry_wait_us)
+        );
+        let _ = writeln!(
+            o,
+            "  polls per device: p50 {} p99 {} max {}; 429 answers {} ({} devices); twins checked {}",
+            p.polls.p50, p.polls.p99, p.polls.max, p.throttled_429, p.throttled_devices, p.twins_checked
+        );
+    }
+    let lag = s.schedule_lag_us.p99;
+    if lag > 10_000 && lag * 5 > s.latency_us.p99 {
+        let _ = writeln!(
+            o,
+            "warning: the generator fell behind its schedule (schedule lag p99 {}): latencies include generator delay; lower the rate or raise load.max_in_flight",
+            ms(lag)
+        );
+    }
     for e in &s.errors {
         let _ = writeln!(o, "error ({}x): {}", e.count, e.message);
     }

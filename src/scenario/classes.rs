@@ -145,7 +145,32 @@ impl Validator<'_> {
                 .and_then(|t| t.desired.as_ref())
                 .map(table_json),
             payload: e.payload.as_ref().map(table_json),
+            substatus: self.substatus(&e.substatus, &format!("{key}.substatus"))?,
+            substatus_again: self
+                .substatus(&e.substatus_again, &format!("{key}.substatus_again"))?,
         })
+    }
+
+    fn substatus(&self, s: &Option<Spanned<String>>, key: &str) -> Result<Option<String>> {
+        const SUBSTATUSES: [&str; 4] = [
+            "initialAssignment",
+            "deviceDataMigrated",
+            "deviceDataReset",
+            "reprovisionedToInitialAssignment",
+        ];
+        match s {
+            None => Ok(None),
+            Some(v) if SUBSTATUSES.contains(&v.get_ref().as_str()) => Ok(Some(v.get_ref().clone())),
+            Some(v) => self.err(
+                v.span(),
+                key,
+                format!(
+                    "unknown substatus `{}`; choose from: {}",
+                    v.get_ref(),
+                    SUBSTATUSES.join(", ")
+                ),
+            ),
+        }
     }
 
     fn fault(&self, f: &Spanned<raw::Fault>, key: &str) -> Result<Fault> {

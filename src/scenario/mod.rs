@@ -5,6 +5,7 @@
 //! The schema is documented key by key in `scenarios/README.md`.
 
 mod classes;
+mod device;
 mod emulator;
 mod enrollment;
 mod error;
@@ -207,12 +208,96 @@ impl Default for CheckOptions {
 /// Where requests go.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// What is driven.
+    pub mode: Mode,
     /// Webhook URL (may contain `?code=`); `None` = the embedded reference webhook.
     pub url: Option<Secret>,
     /// Sent as `x-functions-key` when set.
     pub function_key: Option<Secret>,
     /// Per-request timeout.
     pub timeout: Duration,
+    /// Device registration modes (`mqtt`, `https`).
+    pub device: DeviceTarget,
+}
+
+/// What a run drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// POST AllocationRequests to the webhook, as DPS does.
+    Webhook,
+    /// Register devices over MQTT.
+    Mqtt,
+    /// Register devices over HTTPS.
+    Https,
+}
+
+impl Mode {
+    /// The scenario name of the mode.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Webhook => "webhook",
+            Mode::Mqtt => "mqtt",
+            Mode::Https => "https",
+        }
+    }
+}
+
+/// How devices reach DPS.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trust {
+    /// The embedded emulator's generated CA.
+    Emulator,
+    /// The system's root certificates (real Azure).
+    System,
+    /// A PEM file of trusted certificates.
+    Pem(PathBuf),
+    /// No TLS (the emulator's plain listeners).
+    Plain,
+}
+
+/// Device registration settings (`[target]` in `mqtt`/`https` mode).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceTarget {
+    /// `host:port` of DPS; `None` = the embedded emulator, started in-process.
+    pub endpoint: Option<(String, u16)>,
+    /// ID scope; `None` = the emulator's.
+    pub id_scope: Option<String>,
+    /// TLS trust.
+    pub tls: Trust,
+    /// IoT Hub connection strings for twin verification (the emulator's own when embedded).
+    pub hub_connection_strings: Vec<Secret>,
+    /// A device's whole registration must end within this.
+    pub device_timeout: Duration,
+    /// `retry-after` is honoured but raised to at least this…
+    pub poll_floor: Duration,
+    /// …and lowered to at most this.
+    pub poll_cap: Duration,
+    /// First back-off after a 429 without `retry-after` (doubled each time, with jitter).
+    pub backoff_initial: Duration,
+    /// Largest back-off.
+    pub backoff_max: Duration,
+    /// Read each assigned device's twin from its hub and check it.
+    pub verify_twins: bool,
+    /// Twin reads per second at most (separate from the registration rate).
+    pub twin_rate: f64,
+}
+
+impl Default for DeviceTarget {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            id_scope: None,
+            tls: Trust::Emulator,
+            hub_connection_strings: Vec::new(),
+            device_timeout: Duration::from_secs(60),
+            poll_floor: Duration::ZERO,
+            poll_cap: Duration::from_secs(60),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            verify_twins: true,
+            twin_rate: 500.0,
+        }
+    }
 }
 
 /// The enrollment group and individual enrollments.
@@ -318,6 +403,10 @@ pub struct Expect {
     pub twin_desired: Option<Value>,
     /// Subset of the payload returned to the device.
     pub payload: Option<Value>,
+    /// `substatus` on the first registration (device modes).
+    pub substatus: Option<String>,
+    /// `substatus` on later rounds (`[load] rounds`).
+    pub substatus_again: Option<String>,
 }
 
 /// Requests per second, or a closed loop.
@@ -355,6 +444,8 @@ pub struct Load {
     pub max_in_flight: u32,
     /// How long in-flight requests may finish after the schedule ends or Ctrl-C.
     pub grace: Duration,
+    /// Passes over the population (device modes: later rounds are re-registrations).
+    pub rounds: u32,
 }
 
 /// Report options.
@@ -391,6 +482,19 @@ impl Scenario {
 
     /// The target URL with secrets masked, for reports: `?code=…` and user info are hidden.
     pub fn target_display(&self) -> String {
+        if self.target.mode != Mode::Webhook {
+            let d = &self.target.device;
+            let scheme = match (self.target.mode, &d.tls) {
+                (Mode::Mqtt, Trust::Plain) => "mqtt",
+                (Mode::Mqtt, _) => "mqtts",
+                (_, Trust::Plain) => "http",
+                _ => "https",
+            };
+            return match &d.endpoint {
+                Some((h, p)) => format!("{scheme}://{h}:{p}"),
+                None => format!("embedded DPS emulator ({scheme})"),
+            };
+        }
         match &self.target.url {
             Some(u) => mask_secrets_in_url(u.expose()),
             None => format!("embedded reference webhook ({})", self.policy.name()),

@@ -63,6 +63,17 @@ pub(crate) struct Target {
     pub url: Option<S<String>>,
     pub function_key: Option<S<String>>,
     pub timeout: Option<S<String>>,
+    pub endpoint: Option<S<String>>,
+    pub id_scope: Option<S<String>>,
+    pub tls: Option<S<String>>,
+    pub hub_connection_strings: Option<Vec<S<String>>>,
+    pub device_timeout: Option<S<String>>,
+    pub poll_floor: Option<S<String>>,
+    pub poll_cap: Option<S<String>>,
+    pub backoff_initial: Option<S<String>>,
+    pub backoff_max: Option<S<String>>,
+    pub verify_twins: Option<bool>,
+    pub twin_rate: Option<S<f64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +163,8 @@ pub(crate) struct Expect {
     pub error_message: Option<String>,
     pub twin: Option<Twin>,
     pub payload: Option<toml::Table>,
+    pub substatus: Option<S<String>>,
+    pub substatus_again: Option<S<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -190,6 +203,7 @@ pub(crate) struct Load {
     pub stages: Option<Vec<Stage>>,
     pub max_in_flight: Option<S<u32>>,
     pub grace: Option<S<String>>,
+    pub rounds: Option<S<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

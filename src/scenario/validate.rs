@@ -8,7 +8,7 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::error::{ScenarioError, Source};
-use super::{raw, Load, Rate, ReportOptions, Scenario, Secret, Stage, Target};
+use super::{raw, Load, Mode, Rate, ReportOptions, Scenario, Secret, Stage, Target};
 use crate::device::keys::decode_key;
 use crate::dps::outcome::{NoAnswer, RetryPolicy, Rules};
 use crate::webhook::policy::Policy;
@@ -154,19 +154,12 @@ impl Validator<'_> {
     }
 
     fn target(&self, t: &raw::Target) -> Result<Target> {
-        if let Some(m) = &t.mode {
-            match m.get_ref().as_str() {
-                "webhook" => {}
-                "mqtt" | "https" | "mqtt-ws" => {
-                    return self.err(
-                        m.span(),
-                        "target.mode",
-                        format!(
-                            "mode `{}` is not implemented yet; choose from: webhook",
-                            m.get_ref()
-                        ),
-                    )
-                }
+        let mode = match &t.mode {
+            None => Mode::Webhook,
+            Some(m) => match m.get_ref().as_str() {
+                "webhook" => Mode::Webhook,
+                "mqtt" => Mode::Mqtt,
+                "https" => Mode::Https,
                 other => {
                     return self.err(
                         m.span(),
@@ -174,8 +167,9 @@ impl Validator<'_> {
                         format!("unknown mode `{other}`; choose from: webhook, mqtt, https"),
                     )
                 }
-            }
-        }
+            },
+        };
+        let device = self.device_target(t)?;
         let url = match &t.url {
             None => None,
             Some(u) => {
@@ -203,9 +197,11 @@ impl Validator<'_> {
             );
         }
         Ok(Target {
+            mode,
             url,
             function_key,
             timeout,
+            device,
         })
     }
 
@@ -360,6 +356,12 @@ impl Validator<'_> {
             stages,
             max_in_flight,
             grace,
+            rounds: match &l.rounds {
+                Some(r) if *r.get_ref() == 0 => {
+                    return self.err(r.span(), "load.rounds", "must be at least 1")
+                }
+                r => r.as_ref().map_or(1, |r| *r.get_ref()),
+            },
         })
     }
 }

@@ -394,6 +394,7 @@ mod tests {
                 error: None,
                 hub: None,
                 observed: None,
+                phases: None,
             });
         }
         m

@@ -165,7 +165,7 @@ impl WebhookClient {
 /// A transport error as one line: the error and its causes, e.g.
 /// `client error (Connect): tcp connect error: Connection refused (os error 111)`; rustls errors
 /// are labelled `TLS handshake failed: …`.
-fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     let mut tls = false;

@@ -1,0 +1,350 @@
+//! Device-registration modes: each request is one synthetic device registering the way a real
+//! device does (dps-protocol.md §3.8): SAS token from its derived key, connect, register with its
+//! payload, poll until a terminal status, disconnect; then, outside the measured latency, its
+//! twin is read from the assigned hub and checked.
+//!
+//! This file holds what both transports share (device identities and keys, expectations, the
+//! classification of failures, per-phase timings); [`mqtt`] and [`https`] speak the wire; [`twin`]
+//! reads twins. Protocol facts come from [`crate::dps::wire`], the same module the emulator uses.
+
+pub mod https;
+pub mod mqtt;
+pub mod setup;
+pub mod twin;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng as _;
+use tokio::time::Instant;
+
+use super::{Executor, Job};
+use crate::check::{self, Mismatch};
+use crate::device::keys::GroupKey;
+use crate::dps::wire::RegistrationState;
+use crate::dps::{Registration, Status};
+use crate::metrics::{End, Phases, Sample};
+use crate::sas::{self, SrEncoding};
+use crate::scenario::{Class, DeviceTarget, Expect, Mode, Scenario};
+
+/// `ClientVersion` sent in the MQTT username.
+pub const CLIENT_VERSION: &str = concat!("loadtest/", env!("CARGO_PKG_VERSION"));
+/// Lifetime of the SAS tokens devices sign (what SDK-Py uses).
+const TOKEN_TTL: u64 = 3600;
+
+/// Where and how devices connect.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    /// Host name (also the TLS server name).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// TLS client configuration; `None` = plain TCP.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// ID scope.
+    pub id_scope: String,
+}
+
+/// How one registration ended, before checking.
+#[derive(Debug, Default)]
+pub struct Attempt {
+    /// The terminal state, when one arrived.
+    pub state: Option<RegistrationState>,
+    /// How it ended and why (set when no terminal state arrived).
+    pub failure: Option<(End, String, Option<u32>)>,
+    /// Phase timings.
+    pub phases: Phases,
+    /// Requests sent (register + polls + retries).
+    pub requests: u32,
+}
+
+impl Attempt {
+    /// A failure: how it ended, a message naming its source, and the DPS error code if any.
+    pub fn fail(mut self, end: End, message: String, code: Option<u32>) -> Self {
+        self.failure = Some((end, message, code));
+        self
+    }
+}
+
+/// The polling and back-off policy of a device.
+#[derive(Debug, Clone, Copy)]
+pub struct Polling {
+    floor: Duration,
+    cap: Duration,
+    backoff_initial: Duration,
+    backoff_max: Duration,
+}
+
+impl Polling {
+    /// The wait before the next poll: `retry-after` within [floor, cap] (2 s when absent, the
+    /// SDKs' default).
+    pub fn after(&self, retry_after: Option<u32>) -> Duration {
+        let d = retry_after.map_or(Duration::from_secs(2), |s| {
+            Duration::from_secs(u64::from(s))
+        });
+        d.clamp(self.floor, self.cap)
+    }
+
+    /// The wait after the `n`th consecutive 429: its `retry-after` if given, else exponential
+    /// back-off from `backoff_initial`, capped, with ±20 % jitter.
+    pub fn throttled(&self, retry_after: Option<u32>, n: u32) -> Duration {
+        if let Some(s) = retry_after {
+            return self.after(Some(s));
+        }
+        let exp = self
+            .backoff_initial
+            .saturating_mul(1 << n.min(16))
+            .min(self.backoff_max);
+        exp.mul_f64(rand::thread_rng().gen_range(0.8..1.2))
+    }
+}
+
+struct ClassPlan {
+    class: Class,
+    /// The expectation without twin fields (those are checked on the hub).
+    state_expect: Expect,
+}
+
+/// The device-mode executor.
+pub struct DeviceExecutor {
+    mode: Mode,
+    endpoint: Endpoint,
+    group: Option<GroupKey>,
+    individuals: HashMap<String, String>,
+    classes: Vec<ClassPlan>,
+    population: u64,
+    timeout: Duration,
+    polling: Polling,
+    twins: Option<twin::TwinReader>,
+    https: Option<https::Client>,
+}
+
+impl std::fmt::Debug for DeviceExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceExecutor")
+            .field("mode", &self.mode)
+            .field(
+                "endpoint",
+                &format!("{}:{}", self.endpoint.host, self.endpoint.port),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceExecutor {
+    /// Prepares the run. `population` is the population size (later passes are re-registrations);
+    /// `twins` reads twins when verification is on.
+    pub fn new(
+        s: &Scenario,
+        endpoint: Endpoint,
+        population: u64,
+        twins: Option<twin::TwinReader>,
+    ) -> Result<Self, String> {
+        let d: &DeviceTarget = &s.target.device;
+        let group = s
+            .enrollment
+            .group
+            .as_ref()
+            .map(|g| GroupKey::new(g.primary_key.expose()))
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let individuals = s
+            .enrollment
+            .individuals
+            .iter()
+            .map(|i| {
+                (
+                    i.registration_id.to_ascii_lowercase(),
+                    i.primary_key.expose().to_owned(),
+                )
+            })
+            .collect();
+        let classes = s
+            .classes
+            .iter()
+            .map(|c| {
+                let mut state_expect = c.expect.clone();
+                state_expect.twin_tags = None;
+                state_expect.twin_desired = None;
+                ClassPlan {
+                    class: c.clone(),
+                    state_expect,
+                }
+            })
+            .collect();
+        let https = (s.target.mode == Mode::Https).then(|| {
+            https::Client::new(
+                &endpoint,
+                s.load.connections.max(s.load.max_in_flight) as usize,
+            )
+        });
+        Ok(Self {
+            mode: s.target.mode,
+            endpoint,
+            group,
+            individuals,
+            classes,
+            population: population.max(1),
+            timeout: d.device_timeout,
+            polling: Polling {
+                floor: d.poll_floor,
+                cap: d.poll_cap,
+                backoff_initial: d.backoff_initial,
+                backoff_max: d.backoff_max,
+            },
+            twins,
+            https,
+        })
+    }
+
+    fn key_of(&self, id: &str) -> Option<String> {
+        match self.individuals.get(&id.to_ascii_lowercase()) {
+            Some(k) => Some(k.clone()),
+            None => self.group.as_ref().map(|g| g.derive(id)),
+        }
+    }
+}
+
+/// A device's SAS token (upper-case `sr`, `skn=registration`, as the docs and SDK-C# send).
+pub fn device_token(id_scope: &str, id: &str, key: &str) -> Result<String, String> {
+    let se = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        + TOKEN_TTL;
+    sas::device_token(
+        id_scope,
+        id,
+        key,
+        se,
+        SrEncoding::Upper,
+        Some("registration"),
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// The register body: `{"registrationId": …, "payload": …}` (payload only when set).
+pub fn register_body(id: &str, payload_json: Option<&str>) -> Vec<u8> {
+    let id = serde_json::Value::String(id.to_owned());
+    match payload_json {
+        Some(p) => format!(r#"{{"registrationId":{id},"payload":{p}}}"#).into_bytes(),
+        None => format!(r#"{{"registrationId":{id}}}"#).into_bytes(),
+    }
+}
+
+impl Executor for DeviceExecutor {
+    async fn execute(&self, job: Job) -> Sample {
+        let plan = &self.classes[job.device.class as usize];
+        let id = plan.class.template.render(job.device.n);
+        let round = job.index / self.population;
+        let sent = Instant::now();
+        let attempt = match self.key_of(&id) {
+            None => Attempt::default().fail(
+                End::Transport,
+                "[generator] no key for this device".into(),
+                None,
+            ),
+            Some(key) => {
+                let body = register_body(&id, plan.class.payload_json.as_deref());
+                let run = async {
+                    match self.mode {
+                        Mode::Https => match &self.https {
+                            Some(c) => {
+                                c.register(&self.endpoint, &id, &key, &body, &self.polling)
+                                    .await
+                            }
+                            None => Attempt::default(),
+                        },
+                        _ => mqtt::register(&self.endpoint, &id, &key, body, &self.polling).await,
+                    }
+                };
+                match tokio::time::timeout(self.timeout, run).await {
+                    Ok(a) => a,
+                    Err(_) => Attempt::default().fail(
+                        End::TimedOut,
+                        format!("[timeout] no terminal status within {:?}", self.timeout),
+                        None,
+                    ),
+                }
+            }
+        };
+        let done = Instant::now();
+        let mut phases = attempt.phases;
+        let (registration, end, error) = match (&attempt.state, attempt.failure) {
+            (Some(st), _) => (to_registration(st), End::Answered, None),
+            (None, Some((end, message, code))) => (
+                Registration {
+                    status: code.map(|_| Status::Failed),
+                    error_code: code,
+                    error_message: Some(message.clone()),
+                    ..Registration::default()
+                },
+                end,
+                Some(message),
+            ),
+            (None, None) => (
+                Registration::default(),
+                End::Transport,
+                Some("[target] no answer".into()),
+            ),
+        };
+        let mut mismatches: Vec<Mismatch> = check::compare(&plan.state_expect, &registration);
+        let expected_sub = if round == 0 {
+            plan.class.expect.substatus.as_deref()
+        } else {
+            plan.class.expect.substatus_again.as_deref()
+        };
+        if let Some(m) = check::substatus(
+            expected_sub,
+            attempt.state.as_ref().and_then(|s| s.substatus.as_deref()),
+        ) {
+            mismatches.push(m);
+        }
+        let wants_twin =
+            plan.class.expect.twin_tags.is_some() || plan.class.expect.twin_desired.is_some();
+        if let (Some(reader), Some(st), true) = (&self.twins, &attempt.state, wants_twin) {
+            if let (Some(hub), Some(device)) = (&st.assigned_hub, &st.device_id) {
+                match reader.read(hub, device).await {
+                    Ok(twin) => {
+                        phases.twin_checked = true;
+                        mismatches.extend(check::twin(&plan.class.expect, &twin));
+                    }
+                    Err(e) => {
+                        phases.twin_checked = true;
+                        mismatches.push(Mismatch {
+                            field: check::Field::Twin,
+                            expected: "a readable twin".into(),
+                            actual: serde_json::Value::String(e).to_string(),
+                        });
+                    }
+                }
+            }
+        }
+        Sample {
+            class: job.device.class,
+            intended: job.intended,
+            sent,
+            done,
+            end,
+            outcome: registration.key(),
+            attempts: attempt.requests,
+            mismatch: (!mismatches.is_empty()).then(|| Box::new((id, mismatches))),
+            error,
+            hub: registration.assigned_hub,
+            observed: None,
+            phases: Some(Box::new(phases)),
+        }
+    }
+}
+
+fn to_registration(st: &RegistrationState) -> Registration {
+    Registration {
+        status: Status::parse(&st.status),
+        assigned_hub: st.assigned_hub.clone(),
+        device_id: st.device_id.clone(),
+        error_code: st.error_code,
+        error_message: st.error_message.clone(),
+        initial_twin: None,
+        payload: st.payload.clone(),
+    }
+}

@@ -1,0 +1,162 @@
+//! Setting up a device-mode run: the endpoint (the embedded emulator started in-process on
+//! `127.0.0.1:0`, or the scenario's), TLS trust (the emulator's CA, a PEM file, the Mozilla roots
+//! for Azure), the ID scope, and the twin reader with the hubs' connection strings.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::twin::TwinReader;
+use super::Endpoint;
+use crate::emulator::serve::{self, Options, Running};
+use crate::emulator::tls;
+use crate::scenario::{Mode, Scenario, Trust};
+
+/// What a device-mode run needs.
+#[derive(Debug)]
+pub struct Setup {
+    /// Where devices connect.
+    pub endpoint: Endpoint,
+    /// Twin verification, when on and possible.
+    pub twins: Option<TwinReader>,
+    /// The embedded emulator, if started (stop it after the run).
+    pub emulator: Option<Running>,
+}
+
+/// Why a device-mode run cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The emulator could not start.
+    #[error("the embedded DPS emulator could not start: {0}")]
+    Emulator(#[from] serve::ServeError),
+    /// TLS trust.
+    #[error("{0}")]
+    Tls(String),
+    /// Twin verification.
+    #[error("twin verification: {0}")]
+    Twins(String),
+}
+
+fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, SetupError> {
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| SetupError::Tls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(cfg))
+}
+
+fn pem_roots(path: &Path) -> Result<rustls::RootCertStore, SetupError> {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .map_err(|e| SetupError::Tls(format!("{}: {e}", path.display())))?;
+    for c in certs {
+        let c = c.map_err(|e| SetupError::Tls(format!("{}: {e}", path.display())))?;
+        roots
+            .add(c)
+            .map_err(|e| SetupError::Tls(format!("{}: {e}", path.display())))?;
+    }
+    Ok(roots)
+}
+
+fn mozilla_roots() -> rustls::RootCertStore {
+    rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    }
+}
+
+/// Starts what the scenario needs.
+pub async fn prepare(s: &Scenario) -> Result<Setup, SetupError> {
+    let d = &s.target.device;
+    let plain = d.tls == Trust::Plain;
+    if let Some((host, port)) = &d.endpoint {
+        let tls = match &d.tls {
+            Trust::Plain => None,
+            Trust::System | Trust::Emulator => Some(client_config(mozilla_roots())?),
+            Trust::Pem(p) => Some(client_config(pem_roots(p)?)?),
+        };
+        let strings: Vec<String> = d
+            .hub_connection_strings
+            .iter()
+            .map(|c| c.expose().to_owned())
+            .collect();
+        let twins = (d.verify_twins && !strings.is_empty())
+            .then(|| TwinReader::new(&strings, None, d.twin_rate))
+            .transpose()
+            .map_err(SetupError::Twins)?;
+        return Ok(Setup {
+            endpoint: Endpoint {
+                host: host.clone(),
+                port: *port,
+                tls,
+                id_scope: d
+                    .id_scope
+                    .clone()
+                    .unwrap_or_else(|| s.emulator.id_scope.clone()),
+            },
+            twins,
+            emulator: None,
+        });
+    }
+    let any = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+    let mqtt = s.target.mode == Mode::Mqtt;
+    let opts = Options {
+        mqtt: (mqtt && !plain).then_some(any).flatten(),
+        mqtt_plain: (mqtt && plain).then_some(any).flatten(),
+        https: (!mqtt && !plain).then_some(any).flatten(),
+        http_plain: any,
+        tls: Some(tls::Source::Generated(tls::default_dir())),
+        log: false,
+        connect_timeout: crate::emulator::mqtt::CONNECT_TIMEOUT,
+    };
+    let running = serve::start(s, &opts).await?;
+    let a = &running.addrs;
+    let port = match (mqtt, plain) {
+        (true, false) => a.mqtt,
+        (true, true) => a.mqtt_plain,
+        (false, false) => a.https,
+        (false, true) => a.http_plain,
+    }
+    .expect("the listener was requested")
+    .port();
+    let tls = match (&d.tls, &running.ca) {
+        (Trust::Plain, _) => None,
+        (Trust::Pem(p), _) => Some(client_config(pem_roots(p)?)?),
+        (_, Some(ca)) => Some(client_config(pem_roots(ca)?)?),
+        (_, None) => None,
+    };
+    let strings: Vec<String> = if d.hub_connection_strings.is_empty() {
+        running
+            .emulator
+            .connection_strings()
+            .into_iter()
+            .map(|(_, cs)| cs)
+            .collect()
+    } else {
+        d.hub_connection_strings
+            .iter()
+            .map(|c| c.expose().to_owned())
+            .collect()
+    };
+    let via = a.http_plain.map(|h| format!("http://{h}"));
+    let twins = d
+        .verify_twins
+        .then(|| TwinReader::new(&strings, via, d.twin_rate))
+        .transpose()
+        .map_err(SetupError::Twins)?;
+    Ok(Setup {
+        endpoint: Endpoint {
+            host: "127.0.0.1".into(),
+            port,
+            tls,
+            id_scope: d
+                .id_scope
+                .clone()
+                .unwrap_or_else(|| running.emulator.id_scope().to_owned()),
+        },
+        twins,
+        emulator: Some(running),
+    })
+}

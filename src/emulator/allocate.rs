@@ -182,7 +182,7 @@ impl Emulator {
                 },
             );
             if let Some(op) = st.operations.get_mut(&op_id) {
-                op.state = OpState::Done(Box::new(state));
+                op.state = OpState::Done;
             }
             st.finished
                 .push_back((std::time::Instant::now(), op_id.clone()));
@@ -268,7 +268,15 @@ impl Emulator {
     ) -> &'static str {
         let mut hubs = self.hubs.lock().expect("hubs lock");
         let key = hub_name.to_ascii_lowercase();
-        let fresh = || hub::new_twin(device_id, initial, iot_edge, now);
+        let shared = hubs
+            .entry(key.clone())
+            .or_insert_with(|| hub::Hub::new(hub_name))
+            .intern(initial);
+        let fresh = || hub::DeviceTwin {
+            initial: shared.clone(),
+            iot_edge,
+            updated: now.to_owned(),
+        };
         let (substatus, twin) = match before {
             None => ("initialAssignment", fresh()),
             Some((old, old_id)) if old.eq_ignore_ascii_case(hub_name) => {
@@ -283,9 +291,7 @@ impl Emulator {
                     .get_mut(&old.to_ascii_lowercase())
                     .and_then(|h| h.devices.remove(old_id));
                 if migrate {
-                    let mut t = moved.unwrap_or_else(fresh);
-                    t["deviceId"] = Value::String(device_id.to_owned());
-                    ("deviceDataMigrated", t)
+                    ("deviceDataMigrated", moved.unwrap_or_else(fresh))
                 } else {
                     ("deviceDataReset", fresh())
                 }

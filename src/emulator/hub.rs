@@ -4,6 +4,7 @@
 //! to these hubs, only DPS writes and verifiers read.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
@@ -24,7 +25,29 @@ pub struct Hub {
     /// `iothubowner` key, base64.
     pub key: String,
     /// Device ID → twin.
-    pub devices: HashMap<String, Value>,
+    pub devices: HashMap<String, DeviceTwin>,
+    /// Distinct initial twins, shared by the devices that got them (memory stays small with
+    /// hundreds of thousands of devices carrying the same twin).
+    #[serde(skip)]
+    interned: HashMap<String, Arc<Value>>,
+}
+
+/// A device on a hub: what its twin is made from. The full twin JSON is built when read.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DeviceTwin {
+    /// The initial twin (`tags`, `properties.desired`).
+    pub initial: Option<Arc<Value>>,
+    /// `capabilities.iotEdge`.
+    pub iot_edge: bool,
+    /// When the desired properties were set.
+    pub updated: String,
+}
+
+impl DeviceTwin {
+    /// The twin as the hub's twin API returns it.
+    pub fn render(&self, device_id: &str) -> Value {
+        new_twin(device_id, self.initial.as_deref(), self.iot_edge, &self.updated)
+    }
 }
 
 impl Hub {
@@ -36,7 +59,20 @@ impl Hub {
             host: host.to_owned(),
             key: B64.encode(key),
             devices: HashMap::new(),
+            interned: HashMap::new(),
         }
+    }
+
+    /// The shared copy of an initial twin.
+    pub fn intern(&mut self, twin: Option<&Value>) -> Option<Arc<Value>> {
+        let t = twin?;
+        let key = t.to_string();
+        Some(
+            self.interned
+                .entry(key)
+                .or_insert_with(|| Arc::new(t.clone()))
+                .clone(),
+        )
     }
 
     /// `HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…`.

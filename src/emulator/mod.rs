@@ -138,7 +138,8 @@ struct Record {
 
 enum OpState {
     Running,
-    Done(Box<RegistrationState>),
+    /// Finished: the answer is the registration's stored state.
+    Done,
 }
 
 struct Operation {
@@ -156,9 +157,9 @@ struct State {
     registrations_window: VecDeque<Instant>,
 }
 
-/// How long a finished operation can still be polled (our choice; DPS's is UNCONFIRMED). Keeps
-/// memory flat under load.
-pub const OPERATION_RETENTION: Duration = Duration::from_secs(300);
+/// How long a finished operation can still be polled (our choice; DPS's is UNCONFIRMED; SDKs
+/// poll within seconds). Keeps memory flat under load.
+pub const OPERATION_RETENTION: Duration = Duration::from_secs(60);
 
 /// Counters for the log and the stats line.
 #[derive(Debug, Default)]
@@ -537,15 +538,18 @@ impl Emulator {
                     Some(self.opts.retry_after),
                 )
             }
-            OpState::Done(state) => Reply::json(
-                200,
-                &OperationStatus {
-                    operation_id: operation_id.to_owned(),
-                    status: state.status.clone(),
-                    registration_state: Some((**state).clone()),
-                },
-                None,
-            ),
+            OpState::Done => match st.registrations.get(&op.registration_lc) {
+                Some(r) => Reply::json(
+                    200,
+                    &OperationStatus {
+                        operation_id: operation_id.to_owned(),
+                        status: r.state.status.clone(),
+                        registration_state: Some(r.state.clone()),
+                    },
+                    None,
+                ),
+                None => Reply::error(404, NOT_FOUND, "Operation not found", None),
+            },
         }
     }
 
@@ -575,7 +579,7 @@ impl Emulator {
             return Reply::error(401, 401_002, &format!("Unauthorized: {why}"), None);
         }
         match hub.devices.get(device_id) {
-            Some(t) => Reply::json(200, t, None),
+            Some(t) => Reply::json(200, &t.render(device_id), None),
             None => Reply::error(404, 404_001, &format!("Device {device_id} not found"), None),
         }
     }

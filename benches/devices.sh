@@ -42,6 +42,7 @@ iot_hubs = ["contoso-toasters-hub-1098.azure-devices.net", "contoso-heatpumps-hu
 [[devices]]
 class = "unused"
 id = "unused{n}"
+count = 1
 expect = { status = "assigned" }
 TOML
 "$bin" dps serve "$tmp/emu.toml" --mqtt 127.0.0.1:0 --mqtt-plain 127.0.0.1:0 --no-https --tls-dir "$tmp/tls" > "$tmp/emu.log" 2>/dev/null &

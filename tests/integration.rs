@@ -21,3 +21,5 @@ mod junit;
 mod dps_https;
 mod dps_mqtt;
 mod dps_sdk;
+// Device registrations over MQTT and HTTPS (the drivers), end to end.
+mod devices;

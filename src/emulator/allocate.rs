@@ -176,7 +176,7 @@ impl Emulator {
             st.registrations.insert(
                 lc,
                 Record {
-                    state: state.clone(),
+                    state,
                     assigned,
                     secondary: pin,
                 },

@@ -46,7 +46,12 @@ pub struct DeviceTwin {
 impl DeviceTwin {
     /// The twin as the hub's twin API returns it.
     pub fn render(&self, device_id: &str) -> Value {
-        new_twin(device_id, self.initial.as_deref(), self.iot_edge, &self.updated)
+        new_twin(
+            device_id,
+            self.initial.as_deref(),
+            self.iot_edge,
+            &self.updated,
+        )
     }
 }
 

@@ -1,0 +1,301 @@
+//! Device-registration modes end to end through the CLI: every troubleshooting outcome as the
+//! device sees it over each transport, reprovisioning rounds, and the failure classes.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::util::{bin, class, run, scenario, summary, tempdir};
+
+/// contoso-faults.toml in a device mode: quick polls, no thresholds (they count webhook retries).
+fn faults_in(dir: &Path, mode: &str) -> PathBuf {
+    let text = std::fs::read_to_string(scenario("contoso-faults.toml")).unwrap();
+    let text = text.split("\n[thresholds]").next().unwrap().to_owned();
+    let text = text.replacen(
+        "[target]\n",
+        &format!("[target]\nmode = \"{mode}\"\npoll_cap = \"50ms\"\ndevice_timeout = \"20s\"\n"),
+        1,
+    ) + "\n[emulator]\nretry_after = 1\n";
+    let file = dir.join(format!("faults-{mode}.toml"));
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+#[test]
+fn every_troubleshooting_outcome_as_devices_see_it_over_mqtt_and_https() {
+    for mode in ["mqtt", "https"] {
+        let dir = tempdir();
+        let file = faults_in(dir.path(), mode);
+        let out = dir.path().join("report");
+        let r = run(&[
+            "run",
+            file.to_str().unwrap(),
+            "--no-progress",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(r.code, 0, "{mode}\n{}\n{}", r.stdout, r.stderr);
+        let v = summary(&out);
+        assert_eq!(v["mode"], mode);
+        let devices: u64 = v["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["devices"].as_u64().unwrap())
+            .sum();
+        assert!(devices >= 200, "a few hundred devices: {devices}");
+        for (name, key) in [
+            ("assigned", "assigned"),
+            ("hub-null", "failed:400208"),
+            ("unauthorized", "failed:400209"),
+            ("server-error", "failed:400207"),
+            ("throttled-then-assigned", "assigned"),
+            ("throttled-gives-up", "failed:400207"),
+            ("timeout", "failed:400207"),
+            ("disabled", "disabled"),
+            ("individual", "assigned"),
+        ] {
+            let c = class(&v, name);
+            assert_eq!(c["failed"], 0, "{mode} {name}: {c}");
+            assert!(
+                c["outcomes"][key].as_u64().unwrap() > 0,
+                "{mode} {name}: {c}"
+            );
+        }
+        let p = &v["phases"];
+        assert!(p["dps_us"]["p50"].as_u64().unwrap() > 0, "{p}");
+        assert!(
+            p["twins_checked"].as_u64().unwrap() > 0,
+            "twins read back: {p}"
+        );
+        if mode == "mqtt" {
+            assert!(p["connect_us"]["p50"].as_u64().unwrap() > 0, "{p}");
+        }
+    }
+}
+
+#[test]
+fn a_second_round_expects_the_reprovision_substatus() {
+    let dir = tempdir();
+    let text = std::fs::read_to_string(scenario("contoso-mqtt.toml"))
+        .unwrap()
+        .replace("count = 4000\n", "count = 40\n")
+        .replace("count = 200\n", "count = 10\n")
+        .replace(
+            "substatus = \"initialAssignment\"\n",
+            "substatus = \"initialAssignment\"\nsubstatus_again = \"reprovisionedToInitialAssignment\"\n",
+        )
+        .replace("count = 1000 ", "rounds = 2 ")
+        .replace("poll_cap = \"5s\"", "poll_cap = \"50ms\"");
+    assert!(text.contains("rounds = 2"), "{text}");
+    let file = dir.path().join("rounds.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("report");
+    let r = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--no-progress",
+        "--rate",
+        "100",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = summary(&out);
+    assert_eq!(v["requests"]["completed"], 180, "two rounds of 90 devices");
+    assert_eq!(class(&v, "toaster")["passed"], 80);
+}
+
+/// `loadtest dps serve` as a separate process, plain MQTT; returns it and its `host:port`.
+fn emulator(want_tls: bool) -> (Child, String, tempfile::TempDir) {
+    let dir = tempdir();
+    let mut child = bin()
+        .args([
+            "dps",
+            "serve",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--mqtt-plain",
+            "127.0.0.1:0",
+            "--no-https",
+            "--tls-dir",
+        ])
+        .arg(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut plain, mut tls) = (None, None);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(a) = line.trim().strip_prefix("MQTT (plain):") {
+            plain = Some(a.trim().to_owned());
+        }
+        if let Some(a) = line.trim().strip_prefix("MQTT (TLS):") {
+            tls = Some(a.trim().to_owned());
+        }
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let which = if want_tls { tls } else { plain };
+    (child, which.unwrap(), dir)
+}
+
+fn device_scenario(dir: &Path, target: &str, count: u32) -> PathBuf {
+    let text = format!(
+        r#"name = "robustness"
+[target]
+mode = "mqtt"
+{target}
+device_timeout = "2s"
+poll_cap = "100ms"
+[enrollment]
+group_id = "contoso-custom-allocated-devices"
+primary_key = "oiK77Oy7rBw8YB6IS6ukRChAw+Yq6GC61RMrPLSTiOOtdI+XDu0LmLuNm11p+qv2I+adqGUdZHm46zXAQdZoOA=="
+iot_hubs = ["contoso-toasters-hub-1098.azure-devices.net", "contoso-heatpumps-hub-1098.azure-devices.net"]
+[[devices]]
+class = "toaster"
+id = "breakroom{{n}}-contoso-tstrsd-007"
+count = {count}
+expect = {{ status = "assigned", hub = "contoso-toasters-hub-1098.azure-devices.net" }}
+[load]
+rate = 50
+grace = "3s"
+"#
+    );
+    let file = dir.join("robustness.toml");
+    std::fs::write(&file, text).unwrap();
+    file
+}
+
+fn errors(v: &Value) -> String {
+    v["errors"].to_string()
+}
+
+#[test]
+fn the_emulator_dying_halfway_is_counted_as_connection_errors() {
+    let (mut emu, addr, _d) = emulator(false);
+    let dir = tempdir();
+    let file = device_scenario(
+        dir.path(),
+        &format!("endpoint = \"{addr}\"\ntls = \"plain\"\nverify_twins = false"),
+        200,
+    );
+    let out = dir.path().join("report");
+    let mut driver = bin()
+        .args([
+            "run",
+            file.to_str().unwrap(),
+            "--no-progress",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let _ = emu.kill();
+    let _ = emu.wait();
+    let status = driver.wait().unwrap();
+    assert_eq!(status.code(), Some(1));
+    let v = summary(&out);
+    let r = &v["requests"];
+    assert_eq!(r["scheduled"], 200);
+    assert!(r["completed"].as_u64().unwrap() > 20, "{r}");
+    assert!(r["failed"].as_u64().unwrap() > 20, "{r}");
+    assert!(errors(&v).contains("[network]"), "{}", errors(&v));
+}
+
+#[test]
+fn tls_refusal_and_silence_are_classified_never_hung() {
+    // An unknown CA: the emulator's TLS port trusted through the system roots.
+    let (mut emu, tls_addr, _d) = emulator(true);
+    let dir = tempdir();
+    let file = device_scenario(
+        dir.path(),
+        &format!("endpoint = \"{tls_addr}\"\ntls = \"system\"\nverify_twins = false"),
+        5,
+    );
+    let out = dir.path().join("tls");
+    let r = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "no device got an answer: {}", r.stderr);
+    assert!(
+        errors(&summary(&out)).contains("[tls] TLS handshake failed"),
+        "{}",
+        errors(&summary(&out))
+    );
+    // CONNACK refused: the wrong ID scope.
+    let _ = emu.kill();
+    let _ = emu.wait();
+    let (mut emu, addr, _d2) = emulator(false);
+    let file = device_scenario(
+        dir.path(),
+        &format!("endpoint = \"{addr}\"\ntls = \"plain\"\nid_scope = \"0ne99999999\"\nverify_twins = false"),
+        5,
+    );
+    let out = dir.path().join("refused");
+    let r = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let v = summary(&out);
+    assert_eq!(class(&v, "toaster")["outcomes"]["failed:401002"], 5, "{v}");
+    assert!(
+        r.stdout.contains("CONNACK refused: NotAuthorized"),
+        "{}",
+        r.stdout
+    );
+    let _ = emu.kill();
+    let _ = emu.wait();
+    // A server that accepts and never answers: the per-device timeout classifies it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let keep = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().take(5) {
+            held.push(s);
+        }
+        std::thread::sleep(Duration::from_secs(4));
+    });
+    let file = device_scenario(
+        dir.path(),
+        &format!("endpoint = \"{silent_addr}\"\ntls = \"plain\"\nverify_twins = false"),
+        5,
+    );
+    let out = dir.path().join("silent");
+    let started = std::time::Instant::now();
+    let r = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(started.elapsed() < Duration::from_secs(15), "never hangs");
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let v = summary(&out);
+    assert_eq!(v["requests"]["timed_out"], 5, "{}", v["requests"]);
+    assert!(
+        errors(&v).contains("[timeout]") || errors(&v).contains("timed out"),
+        "{}",
+        errors(&v)
+    );
+    let _ = keep.join();
+}

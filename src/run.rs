@@ -188,7 +188,8 @@ pub async fn run(
         Mode::Mqtt | Mode::Https => {
             let setup = device::setup::prepare(s).await?;
             let exec = DeviceExecutor::new(s, setup.endpoint, population.len() as u64, setup.twins)
-                .map_err(RunError::Usage)?;
+                .map_err(RunError::Usage)?
+                .observing(observe);
             let out =
                 crate::driver::run(Arc::new(exec), population, plan, classes, stop, progress).await;
             if let Some(e) = setup.emulator {

@@ -33,6 +33,8 @@ fn shipped_snapshots_pass_and_nothing_is_written_beside_them() {
         "contoso-tutorial-2020.toml",
         "contoso-howto-2018.toml",
         "contoso-faults.toml",
+        "contoso-mqtt.toml",
+        "contoso-https.toml",
     ] {
         let dir = tempdir();
         let (r, out) = check(dir.path(), file, &[]);

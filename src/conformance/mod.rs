@@ -184,7 +184,11 @@ fn transcript_of(s: &Scenario, sampled: &[Vec<u64>], f: &Finished) -> String {
         Some(k) => format!("up to {k} devices per class, spread evenly over each class's range"),
         None => "every device of every class".to_owned(),
     };
-    transcript::render(&s.name, &how, &classes)
+    let exchange = match s.target.mode {
+        crate::scenario::Mode::Webhook => transcript::Exchange::Webhook,
+        _ => transcript::Exchange::Device,
+    };
+    transcript::render(&s.name, &how, exchange, &classes)
 }
 
 #[cfg(test)]

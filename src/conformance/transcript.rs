@@ -128,8 +128,23 @@ pub struct ClassTranscript<'a> {
     pub observed: &'a ClassObservations,
 }
 
+/// What the transcript's example exchange and request counts describe.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exchange {
+    /// Webhook mode: the AllocationRequest and the webhook's answer; webhook calls (DPS retries).
+    Webhook,
+    /// Device modes: the register body and the terminal registration state; requests on the
+    /// wire (register + polls). Twins are checked on the hubs (see the expectation results).
+    Device,
+}
+
 /// Renders the transcript text (ends with a newline).
-pub fn render(scenario: &str, sample: &str, classes: &[ClassTranscript<'_>]) -> String {
+pub fn render(
+    scenario: &str,
+    sample: &str,
+    exchange: Exchange,
+    classes: &[ClassTranscript<'_>],
+) -> String {
     let mut t = String::new();
     let _ = writeln!(t, "scenario: {scenario}");
     let _ = writeln!(t, "sample: {sample}");
@@ -146,16 +161,22 @@ pub fn render(scenario: &str, sample: &str, classes: &[ClassTranscript<'_>]) -> 
             let _ = writeln!(t, "  {n:>5}  {line}");
         }
         section(&mut t, "outcomes", &o.outcomes);
-        section(&mut t, "initial twins", &o.twins);
+        if exchange == Exchange::Webhook {
+            section(&mut t, "initial twins", &o.twins);
+        }
         section(&mut t, "payloads returned", &o.payloads);
         let calls: BTreeMap<String, u64> = o
             .attempts
             .iter()
             .map(|(a, n)| (a.to_string(), *n))
             .collect();
-        section(&mut t, "webhook calls per device", &calls);
+        let calls_title = match exchange {
+            Exchange::Webhook => "webhook calls per device",
+            Exchange::Device => "requests per device (register + polls)",
+        };
+        section(&mut t, calls_title, &calls);
         if let Some(e) = &o.example {
-            example(&mut t, e);
+            example(&mut t, e, exchange);
         }
     }
     t
@@ -172,11 +193,15 @@ fn section(t: &mut String, title: &str, lines: &BTreeMap<String, u64>) {
     }
 }
 
-fn example(t: &mut String, e: &Observation) {
+fn example(t: &mut String, e: &Observation, exchange: Exchange) {
     let _ = writeln!(t, "example {}:", e.registration_id);
     match &e.request {
         Some(body) => {
-            let _ = writeln!(t, "  request: POST (AllocationRequest)");
+            let what = match exchange {
+                Exchange::Webhook => "POST (AllocationRequest)",
+                Exchange::Device => "register",
+            };
+            let _ = writeln!(t, "  request: {what}");
             indent(t, &body_text(body, false));
         }
         None => {
@@ -297,8 +322,8 @@ mod tests {
             sampled: ("d1".into(), "d3".into()),
             observed: o,
         };
-        let ta = render("s", "all", &[ct(&a)]);
-        assert_eq!(ta, render("s", "all", &[ct(&b)]));
+        let ta = render("s", "all", Exchange::Webhook, &[ct(&a)]);
+        assert_eq!(ta, render("s", "all", Exchange::Webhook, &[ct(&b)]));
         assert!(
             ta.contains("3  assigned  hub=h1  deviceId=<registrationId>"),
             "{ta}"

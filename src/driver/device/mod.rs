@@ -118,6 +118,7 @@ pub struct DeviceExecutor {
     polling: Polling,
     twins: Option<twin::TwinReader>,
     https: Option<https::Client>,
+    observe: bool,
 }
 
 impl std::fmt::Debug for DeviceExecutor {
@@ -195,7 +196,14 @@ impl DeviceExecutor {
             },
             twins,
             https,
+            observe: false,
         })
+    }
+
+    /// Keeps each registration's request and terminal answer for the conformance transcript.
+    pub fn observing(mut self, on: bool) -> Self {
+        self.observe = on;
+        self
     }
 
     fn key_of(&self, id: &str) -> Option<String> {
@@ -238,6 +246,7 @@ impl Executor for DeviceExecutor {
         let id = plan.class.template.render(job.device.n);
         let round = job.index / self.population;
         let sent = Instant::now();
+        let body = register_body(&id, plan.class.payload_json.as_deref());
         let attempt = match self.key_of(&id) {
             None => Attempt::default().fail(
                 End::Transport,
@@ -245,7 +254,7 @@ impl Executor for DeviceExecutor {
                 None,
             ),
             Some(key) => {
-                let body = register_body(&id, plan.class.payload_json.as_deref());
+                let body = body.clone();
                 let run = async {
                     match self.mode {
                         Mode::Https => match &self.https {
@@ -320,6 +329,19 @@ impl Executor for DeviceExecutor {
                 }
             }
         }
+        let observed = self.observe.then(|| {
+            let response = attempt.state.as_ref().map(|st| {
+                let json = serde_json::to_vec(st).expect("a registration state serialises");
+                (200, bytes::Bytes::from(json))
+            });
+            Box::new(crate::conformance::transcript::Observation {
+                registration_id: id.clone(),
+                registration: registration.clone(),
+                request: Some(bytes::Bytes::from(body)),
+                response,
+                attempts: attempt.requests,
+            })
+        });
         Sample {
             class: job.device.class,
             intended: job.intended,
@@ -331,7 +353,7 @@ impl Executor for DeviceExecutor {
             mismatch: (!mismatches.is_empty()).then(|| Box::new((id, mismatches))),
             error,
             hub: registration.assigned_hub,
-            observed: None,
+            observed,
             phases: Some(Box::new(phases)),
         }
     }

@@ -471,11 +471,13 @@ async fn dps_serve(a: DpsServeArgs) -> anyhow::Result<u8> {
         log: true,
         connect_timeout: a.connect_timeout,
     };
-    let running = crate::emulator::serve::start(&s, &opts)
-        .await
-        .with_context(|| {
-            "starting the DPS emulator (ports below 1024 need root: try --https 127.0.0.1:8443)"
-        })?;
+    let running = match crate::emulator::serve::start(&s, &opts).await {
+        Ok(r) => r,
+        Err(e @ crate::emulator::serve::ServeError::Bind { .. }) => bail!(
+            "starting the DPS emulator: {e} (ports below 1024 need root: try --https 127.0.0.1:8443)"
+        ),
+        Err(e) => bail!("starting the DPS emulator: {e}"),
+    };
     let e = &running.emulator;
     let mut out = std::io::stdout().lock();
     writeln!(

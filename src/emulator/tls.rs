@@ -91,7 +91,7 @@ pub fn load(source: &Source) -> Result<Tls, TlsError> {
                 dir.join("ca.pem"),
             );
             if !(files.0.exists() && files.1.exists() && files.2.exists()) {
-                generate(dir)?;
+                generate_once(dir)?;
             }
             files
         }
@@ -125,6 +125,34 @@ pub fn load(source: &Source) -> Result<Tls, TlsError> {
         config: Arc::new(config),
         ca,
     })
+}
+
+/// Generates the set into a private directory and moves it into place with one rename, so
+/// processes starting at the same moment never mix one's CA with another's server certificate:
+/// the first rename wins and the others use its files.
+fn generate_once(dir: &Path) -> Result<(), TlsError> {
+    let parent = dir.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    let tmp = parent.join(format!(
+        ".{}.{}-{:x}",
+        dir.file_name().and_then(|n| n.to_str()).unwrap_or("tls"),
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    generate(&tmp)?;
+    if std::fs::rename(&tmp, dir).is_err() {
+        let _ = std::fs::remove_dir_all(&tmp);
+        // Another process's complete set won the rename: use it. An incomplete directory left
+        // by a crash is replaced.
+        if !dir.join("ca.pem").exists() {
+            let _ = std::fs::remove_dir_all(dir);
+            generate(&tmp)?;
+            if std::fs::rename(&tmp, dir).is_err() {
+                let _ = std::fs::remove_dir_all(&tmp);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes `ca.pem`, `ca-key.pem`, `server.pem` (leaf then CA) and `server-key.pem` into `dir`.

@@ -299,3 +299,157 @@ fn tls_refusal_and_silence_are_classified_never_hung() {
     );
     let _ = keep.join();
 }
+
+/// A fake DPS that accepts the device, then answers its register request with `answer`
+/// (topic status, payload, and whether to use the device's `$rid`).
+fn fake_dps(answer: (u16, &'static [u8], bool)) -> std::net::SocketAddr {
+    use bytes::BytesMut;
+    use rumqttc::mqttbytes::v4::{
+        ConnAck, ConnectReturnCode, Packet, Publish, SubAck, SubscribeReasonCode,
+    };
+    use rumqttc::mqttbytes::QoS;
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(3) {
+            let Ok(mut s) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut buf = BytesMut::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let packet = loop {
+                        match Packet::read(&mut buf, 1 << 20) {
+                            Ok(p) => break Some(p),
+                            Err(_) => match s.read(&mut chunk) {
+                                Ok(0) | Err(_) => break None,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            },
+                        }
+                    };
+                    let Some(packet) = packet else { return };
+                    let reply = match packet {
+                        Packet::Connect(_) => Some(Packet::ConnAck(ConnAck::new(
+                            ConnectReturnCode::Success,
+                            false,
+                        ))),
+                        Packet::Subscribe(sub) => Some(Packet::SubAck(SubAck::new(
+                            sub.pkid,
+                            vec![SubscribeReasonCode::Success(QoS::AtLeastOnce)],
+                        ))),
+                        Packet::Publish(p) => {
+                            let rid = p.topic.split("$rid=").nth(1).unwrap_or("1").to_owned();
+                            let rid = if answer.2 { rid } else { format!("{rid}999") };
+                            let mut r = Publish::new(
+                                format!("$dps/registrations/res/{}/?$rid={rid}", answer.0),
+                                QoS::AtMostOnce,
+                                answer.1.to_vec(),
+                            );
+                            r.pkid = 0;
+                            if p.qos != QoS::AtMostOnce {
+                                let mut out = BytesMut::new();
+                                Packet::PubAck(rumqttc::mqttbytes::v4::PubAck::new(p.pkid))
+                                    .write(&mut out, usize::MAX)
+                                    .unwrap();
+                                let _ = s.write_all(&out);
+                            }
+                            Some(Packet::Publish(r))
+                        }
+                        _ => None,
+                    };
+                    if let Some(r) = reply {
+                        let mut out = BytesMut::new();
+                        r.write(&mut out, usize::MAX).unwrap();
+                        if s.write_all(&out).is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn unauthorised_malformed_and_stray_answers_are_classified() {
+    let dir = tempdir();
+    for (answer, expect_code, expect_text) in [
+        (
+            (401, br#"{"errorCode":401002,"trackingId":"t","message":"Unauthorized","timestampUtc":"x"}"#.as_slice(), true),
+            1,
+            "res/401: Unauthorized",
+        ),
+        ((200, b"{not json".as_slice(), true), 1, "malformed response JSON"),
+        ((200, br#"{"operationId":"1","status":"assigned"}"#.as_slice(), false), 2, "no terminal status"),
+    ] {
+        let addr = fake_dps(answer);
+        let file = device_scenario(dir.path(), &format!("endpoint = \"{addr}\"\ntls = \"plain\"\nverify_twins = false"), 1);
+        let out = dir.path().join(format!("r{}", answer.0));
+        let started = std::time::Instant::now();
+        let r = run(&["run", file.to_str().unwrap(), "--no-progress", "--out", out.to_str().unwrap()]);
+        assert!(started.elapsed() < Duration::from_secs(15), "never hangs");
+        assert_eq!(r.code, expect_code, "{expect_text}: {}\n{}", r.stdout, r.stderr);
+        let v = summary(&out);
+        let all = format!("{}{}", errors(&v), r.stdout);
+        assert!(all.contains(expect_text), "{expect_text}: {all}");
+    }
+}
+
+#[test]
+fn a_host_name_mismatch_is_a_tls_failure() {
+    // The emulator listens on 127.0.0.2, which its certificate does not name.
+    let dir = tempdir();
+    let mut emu = bin()
+        .args([
+            "dps",
+            "serve",
+            "--mqtt",
+            "127.0.0.2:0",
+            "--no-https",
+            "--tls-dir",
+        ])
+        .arg(dir.path().join("tls"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(emu.stdout.take().unwrap()).lines();
+    let mut addr = None;
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(a) = line.trim().strip_prefix("MQTT (TLS):") {
+            addr = Some(a.trim().to_owned());
+        }
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    let ca = dir.path().join("tls/ca.pem");
+    let file = device_scenario(
+        dir.path(),
+        &format!(
+            "endpoint = \"{}\"\ntls = \"{}\"\nverify_twins = false",
+            addr.unwrap(),
+            ca.display()
+        ),
+        2,
+    );
+    let out = dir.path().join("report");
+    let r = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let _ = emu.kill();
+    let _ = emu.wait();
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let e = errors(&summary(&out));
+    assert!(
+        e.contains("[tls]") && e.contains("not valid for name"),
+        "{e}"
+    );
+}

@@ -22,6 +22,8 @@ struct Offer<'a> {
     record: &'a EnrollmentRecord,
     individual: bool,
     hubs: &'a [String],
+    /// The AllocationRequest with the enrollment serialised once (for `hubs` as offered).
+    template: &'a RequestTemplate,
     twin: Option<&'a Value>,
     device_id: String,
     disabled: bool,
@@ -37,6 +39,7 @@ impl Emulator {
                     record: &ind.record,
                     individual: true,
                     hubs: &ind.offered_hubs,
+                    template: &self.templates.individuals[i],
                     twin: ind.initial_twin.as_ref(),
                     device_id: ind.device_id.clone(),
                     disabled: ind.disabled,
@@ -48,6 +51,11 @@ impl Emulator {
                     record: &g.record,
                     individual: false,
                     hubs: &g.offered_hubs,
+                    template: self
+                        .templates
+                        .group
+                        .as_ref()
+                        .expect("group devices have a group"),
                     twin: g.initial_twin.as_ref(),
                     device_id: device.registration_id.clone(),
                     disabled: g.record.provisioning_status == "disabled",
@@ -214,13 +222,19 @@ impl Emulator {
             );
         };
         let payload_json = payload.map(Value::to_string);
-        let body =
-            RequestTemplate::new(offer.record, offer.individual, linked).body(&DeviceContext {
-                registration_id: &device.registration_id,
-                current_hub: before.map(|b| b.0.as_str()),
-                current_device_id: before.map(|b| b.1.as_str()),
-                payload_json: payload_json.as_deref(),
-            });
+        let device_context = DeviceContext {
+            registration_id: &device.registration_id,
+            current_hub: before.map(|b| b.0.as_str()),
+            current_device_id: before.map(|b| b.1.as_str()),
+            payload_json: payload_json.as_deref(),
+        };
+        // The enrollment is serialised once per run; only "never reprovision" (a one-hub offer)
+        // needs its own template.
+        let body = if linked == offer.hubs {
+            offer.template.body(&device_context)
+        } else {
+            RequestTemplate::new(offer.record, offer.individual, linked).body(&device_context)
+        };
         let ctx = Context {
             linked_hubs: linked,
             device_id: &offer.device_id,

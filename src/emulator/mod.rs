@@ -24,6 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde_json::Value;
 
 use crate::device::keys::{decode_key, GroupKey};
+use crate::dps::allocation::RequestTemplate;
 use crate::dps::wire::{ErrorDetails, OperationStatus, RegistrationState};
 use crate::dps::{codes, outcome::Rules};
 use crate::scenario::{EmulatorOptions, Scenario};
@@ -113,6 +114,12 @@ pub enum AuthError {
     /// The enrollment's allocation cannot run (e.g. custom without a webhook).
     #[error("{0}")]
     Config(String),
+}
+
+/// AllocationRequest templates, one per enrollment, built once.
+struct Templates {
+    group: Option<RequestTemplate>,
+    individuals: Vec<RequestTemplate>,
 }
 
 struct GroupEnrollment {
@@ -205,6 +212,7 @@ pub struct Emulator {
     group: Option<GroupEnrollment>,
     individuals: Vec<IndividualEnrollment>,
     webhook: Option<WebhookClient>,
+    templates: Templates,
     state: Mutex<State>,
     hubs: Mutex<HashMap<String, Hub>>,
     /// Counters.
@@ -285,7 +293,21 @@ impl Emulator {
                 }
             }
         }
+        let templates = Templates {
+            group: s
+                .enrollment
+                .group
+                .as_ref()
+                .map(|g| RequestTemplate::new(&g.record, false, &g.offered_hubs)),
+            individuals: s
+                .enrollment
+                .individuals
+                .iter()
+                .map(|i| RequestTemplate::new(&i.record, true, &i.offered_hubs))
+                .collect(),
+        };
         Ok(Self {
+            templates,
             opts: s.emulator.clone(),
             scenario: s.clone(),
             rules: s.rules.clone(),

@@ -151,6 +151,7 @@ pub async fn run(
         observe,
         // A check's transcript must cover the whole sample, so only `run` stops early.
         watch: if observe { None } else { abort_watch(s) },
+        interval_log: Some(s.classes.iter().map(|c| c.name.clone()).collect()),
     };
     let started = SystemTime::now();
     let progress = Progress::new(total, o.progress);
@@ -224,10 +225,15 @@ pub async fn run(
         path: dir.clone(),
         source,
     })?;
+    let mut metrics = outcome.metrics;
+    crate::report::hdr::write(&dir, &mut metrics, started).map_err(|source| RunError::Report {
+        path: dir.clone(),
+        source,
+    })?;
     Ok(Finished {
         summary,
         dir,
-        metrics: outcome.metrics,
+        metrics,
     })
 }
 

@@ -171,3 +171,58 @@ fn a_changed_webhook_fails_with_the_differences() {
         r.stdout
     );
 }
+
+/// `latency.hgrm` and `latency.hlog` read back with the hdrhistogram crate give the summary's
+/// counts and percentiles.
+#[test]
+fn hdr_histogram_files_agree_with_the_summary() {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    use hdrhistogram::serialization::Deserializer;
+    use hdrhistogram::Histogram;
+    let tmp = tempdir();
+    let out = tmp.path().join("report");
+    let s = scenario("contoso.toml");
+    let r = run(&[
+        "run",
+        s.to_str().unwrap(),
+        "--no-progress",
+        "--count",
+        "3000",
+        "--rate",
+        "1500",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let v = summary(&out);
+    let log = std::fs::read(out.join("latency.hlog")).unwrap();
+    let mut total: Histogram<u64> = Histogram::new_with_bounds(1, 3_600_000_000, 3).unwrap();
+    let mut classes = 0u64;
+    let mut d = Deserializer::new();
+    for e in IntervalLogIterator::new(&log) {
+        if let Ok(LogEntry::Interval(i)) = e {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(i.encoded_histogram())
+                .unwrap();
+            let h: Histogram<u64> = d.deserialize(&mut bytes.as_slice()).unwrap();
+            match i.tag().map(|t| t.as_str().to_owned()).as_deref() {
+                Some("latency") => total.add(&h).unwrap(),
+                Some(t) if t.starts_with("latency.") => classes += h.len(),
+                _ => {}
+            }
+        }
+    }
+    assert_eq!(total.len(), 3000);
+    assert_eq!(classes, 3000, "per-class intervals add up too");
+    let p99 = total.highest_equivalent(total.value_at_quantile(0.99));
+    assert_eq!(p99, v["latency_us"]["p99"].as_u64().unwrap());
+    assert_eq!(total.max(), v["latency_us"]["max"].as_u64().unwrap());
+    let hgrm = std::fs::read_to_string(out.join("latency.hgrm")).unwrap();
+    assert!(hgrm.contains("Total count    =         3000"), "{hgrm}");
+    let last = hgrm
+        .lines()
+        .rfind(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .unwrap();
+    assert!(last.contains("1.000000000000"), "{last}");
+}

@@ -75,6 +75,8 @@ pub struct Plan {
     pub observe: bool,
     /// Checked on every progress tick; a reason stops the run early (`abort_on_fail`).
     pub watch: Option<Watch>,
+    /// Class names: keep a per-second interval log (`latency.hlog`) tagged with them.
+    pub interval_log: Option<Vec<String>>,
 }
 
 /// An early-stop check: given the metrics so far and the number of requests still to come
@@ -162,6 +164,10 @@ pub async fn run<E: Executor>(
     let (tx, rx) = mpsc::unbounded_channel::<Sample>();
     let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
     let mut metrics = Metrics::new(classes, start, plan.examples, plan.observe);
+    metrics.intervals = plan
+        .interval_log
+        .as_deref()
+        .map(crate::metrics::intervals::IntervalLog::new);
     let total = match &plan.pacing {
         Pacing::Open(schedule) => Some(schedule.total()),
         Pacing::Closed { count, .. } => *count,

@@ -3,6 +3,7 @@
 //! ([`text`]), markdown ([`markdown`]) and JUnit XML ([`junit`]). Writers only render the model; nothing here measures or decides.
 //! No secret reaches the model: the target is stored masked.
 
+pub mod hdr;
 pub mod junit;
 pub mod markdown;
 pub mod text;

@@ -6,6 +6,8 @@
 //! experience, coordinated-omission corrected), `service` = done − first send (what the target
 //! spent, retries included), `lag` = first send − intended (how late the generator was).
 
+pub mod intervals;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -17,7 +19,7 @@ use crate::conformance::transcript::{ClassObservations, Observation};
 use crate::dps::OutcomeKey;
 
 /// Highest recordable value: one hour in µs (larger values saturate).
-const HIGHEST_US: u64 = 3_600_000_000;
+pub(crate) const HIGHEST_US: u64 = 3_600_000_000;
 /// Distinct transport-error messages kept.
 const MAX_ERROR_KINDS: usize = 20;
 
@@ -145,7 +147,7 @@ pub struct Histos {
 }
 
 impl Histos {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         let h = || Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("valid histogram bounds");
         Self {
             latency: h(),
@@ -227,6 +229,8 @@ pub struct Metrics {
     pub observations: Option<Vec<ClassObservations>>,
     /// Per-phase histograms (device modes only).
     pub phases: Option<PhaseHistos>,
+    /// The per-second interval log (`latency.hlog`).
+    pub intervals: Option<intervals::IntervalLog>,
     start: Instant,
     examples: usize,
 }
@@ -260,6 +264,7 @@ impl Metrics {
             last_done: None,
             observations: observe.then(|| vec![ClassObservations::default(); classes]),
             phases: None,
+            intervals: None,
             start,
             examples,
         }
@@ -286,6 +291,15 @@ impl Metrics {
         self.per_second[second] += 1;
         self.last_done = Some(self.last_done.map_or(s.done, |d| d.max(s.done)));
         self.overall.record(&s);
+        if let Some(log) = &mut self.intervals {
+            log.record(
+                s.done.saturating_duration_since(self.start),
+                s.class as usize,
+                us(s.done - s.intended),
+                us(s.done - s.sent),
+                us(s.sent.saturating_duration_since(s.intended)),
+            );
+        }
         if let Some(p) = &s.phases {
             self.phases.get_or_insert_with(PhaseHistos::new).record(p);
         }

@@ -35,6 +35,25 @@ pub enum Field {
 }
 
 impl Field {
+    /// Every field, in report order.
+    pub const ALL: [Field; 10] = [
+        Field::Status,
+        Field::Hub,
+        Field::DeviceId,
+        Field::ErrorCode,
+        Field::ErrorMessage,
+        Field::TwinTags,
+        Field::TwinDesired,
+        Field::Payload,
+        Field::Substatus,
+        Field::Twin,
+    ];
+
+    /// The field of a report name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.name() == name)
+    }
+
     /// The name used in reports.
     pub fn name(self) -> &'static str {
         match self {

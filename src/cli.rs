@@ -66,6 +66,27 @@ enum Command {
     /// The DPS emulator (MQTT over TLS, HTTPS, custom allocation, IoT hub twins).
     #[command(subcommand)]
     Dps(DpsCommand),
+    /// Reports: merge the reports of a sharded run.
+    #[command(subcommand)]
+    Report(ReportCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ReportCommand {
+    /// Merge the report directories of `run --shard i/n` into one report (histograms added
+    /// exactly, counters summed, expectations and thresholds evaluated on the whole).
+    #[command(after_help = EXIT_CODES)]
+    Merge {
+        /// Shard report directories.
+        #[arg(required = true)]
+        dirs: Vec<PathBuf>,
+        /// Where to write the merged report.
+        #[arg(long)]
+        out: PathBuf,
+        /// The scenario (default: the `scenario_file` recorded in the first report).
+        #[arg(long)]
+        scenario: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -146,6 +167,10 @@ struct RunArgs {
     /// Also write a JUnit XML report here.
     #[arg(long)]
     junit: Option<PathBuf>,
+    /// Run shard I of N (0-based): a disjoint slice of the population at 1/N of the rate; merge
+    /// the shards' reports with `loadtest report merge`.
+    #[arg(long, value_parser = parse_shard)]
+    shard: Option<(u32, u32)>,
 }
 
 #[derive(Debug, Args)]
@@ -222,6 +247,19 @@ fn parse_rate(s: &str) -> Result<Rate, String> {
     }
 }
 
+fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("`{s}` is not I/N with 0 <= I < N, e.g. 0/3");
+    let (i, n) = s.split_once('/').ok_or_else(bad)?;
+    let (i, n): (u32, u32) = (
+        i.trim().parse().map_err(|_| bad())?,
+        n.trim().parse().map_err(|_| bad())?,
+    );
+    if n == 0 || i >= n {
+        return Err(bad());
+    }
+    Ok((i, n))
+}
+
 fn parse_policy(s: &str) -> Result<Policy, String> {
     Policy::parse(s).ok_or_else(|| {
         format!(
@@ -288,6 +326,14 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             scenario,
         }) => serve(addr, policy, scenario).await,
         Command::Dps(DpsCommand::Serve(a)) => dps_serve(a).await,
+        Command::Report(ReportCommand::Merge {
+            dirs,
+            out,
+            scenario,
+        }) => {
+            let summary = crate::report::merge::merge(&dirs, scenario.as_deref(), &out)?;
+            conclude(&summary, &out, None)
+        }
     }
 }
 
@@ -304,6 +350,7 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
         count: a.count,
         out: a.out,
         progress: !a.no_progress,
+        shard: a.shard,
     };
     run::apply(&mut s, &o)?;
     let stop = on_ctrl_c(s.load.grace);

@@ -36,6 +36,9 @@ pub struct Overrides {
     pub out: Option<PathBuf>,
     /// Show the live progress bar (on a terminal).
     pub progress: bool,
+    /// `--shard i/n` (0-based `i`): this process runs a disjoint slice of the population at 1/n
+    /// of the rate.
+    pub shard: Option<(u32, u32)>,
 }
 
 /// A run could not be carried out.
@@ -102,6 +105,26 @@ pub fn apply(s: &mut Scenario, o: &Overrides) -> Result<(), RunError> {
             s.load.stages.clear();
         }
     }
+    if let Some((i, n)) = o.shard {
+        if n == 0 || i >= n {
+            return Err(RunError::Usage(format!(
+                "--shard {i}/{n}: write i/n with 0 <= i < n"
+            )));
+        }
+        let n_f = f64::from(n);
+        if let Rate::PerSecond(r) = s.load.rate {
+            s.load.rate = Rate::PerSecond(r / n_f);
+        }
+        for st in &mut s.load.stages {
+            st.to /= n_f;
+        }
+        s.load.connections = (s.load.connections / n).max(1);
+        s.load.max_in_flight = (s.load.max_in_flight / n).max(1);
+        if let Some(c) = s.load.count {
+            // Shard i takes its share of the requests, the first `c % n` shards one more.
+            s.load.count = Some(c / u64::from(n) + u64::from(u64::from(i) < c % u64::from(n)));
+        }
+    }
     Ok(())
 }
 
@@ -114,7 +137,11 @@ pub async fn run(
     sample: Option<Population>,
 ) -> Result<Finished, RunError> {
     let observe = sample.is_some();
-    let population = Arc::new(sample.unwrap_or_else(|| s.population()));
+    let population = Arc::new(match (sample, o.shard) {
+        (Some(p), _) => p,
+        (None, Some((i, n))) => s.population().shard(i, n),
+        (None, None) => s.population(),
+    });
     // One pass per round unless the load says otherwise.
     let passes = population.len() as u64 * u64::from(s.load.rounds);
     let default_count = s.load.count.or(if s.load.duration.is_none() {
@@ -200,6 +227,7 @@ pub async fn run(
         }
     };
     let mut summary = Summary::build(s, &outcome, started, target_rate);
+    summary.shard = o.shard.map(|(i, n)| format!("{i}/{n}"));
     let view = RunView {
         metrics: &outcome.metrics,
         abandoned: outcome.abandoned,

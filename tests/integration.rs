@@ -23,3 +23,5 @@ mod dps_mqtt;
 mod dps_sdk;
 // Device registrations over MQTT and HTTPS (the drivers), end to end.
 mod devices;
+// Sharded runs and `report merge`.
+mod shards;

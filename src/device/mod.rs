@@ -46,6 +46,20 @@ impl Population {
         Self { order }
     }
 
+    /// Shard `i` of `n` (0-based): every n-th device of the shuffled order, starting at `i`.
+    /// Shards are disjoint, cover the population together, and keep its class mix.
+    pub fn shard(&self, i: u32, n: u32) -> Self {
+        Self {
+            order: self
+                .order
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| *k as u64 % u64::from(n) == u64::from(i))
+                .map(|(_, d)| *d)
+                .collect(),
+        }
+    }
+
     /// Number of devices.
     pub fn len(&self) -> usize {
         self.order.len()

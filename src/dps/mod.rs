@@ -112,6 +112,20 @@ pub struct OutcomeKey {
     pub code: Option<u32>,
 }
 
+impl OutcomeKey {
+    /// Parses `assigned`, `failed:400207`, … (the report keys).
+    pub fn parse(s: &str) -> Option<Self> {
+        let (status, code) = match s.split_once(':') {
+            Some((st, c)) => (st, Some(c.parse().ok()?)),
+            None => (s, None),
+        };
+        Some(Self {
+            status: Status::parse(status)?,
+            code,
+        })
+    }
+}
+
 impl std::fmt::Display for OutcomeKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.code {

@@ -104,7 +104,8 @@ pub struct PhaseHistos {
 }
 
 impl PhaseHistos {
-    fn new() -> Self {
+    /// Empty histograms.
+    pub fn new() -> Self {
         let h = || Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("valid histogram bounds");
         Self {
             connect: h(),

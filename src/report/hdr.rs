@@ -1,7 +1,8 @@
 //! HdrHistogram files beside `summary.json`: `latency.hgrm`, the percentile distribution of the
 //! latency from the intended start in the text format the public HdrHistogram plotter reads
-//! (values in milliseconds), and `latency.hlog`, the per-second interval log
-//! ([`crate::metrics::intervals`]).
+//! (values in milliseconds); `latency.hlog`, the per-second interval log
+//! ([`crate::metrics::intervals`]); and `histograms.json`, every final histogram V2-deflate
+//! encoded (base64) by name, which `loadtest report merge` adds up exactly.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -57,10 +58,63 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
     out
 }
 
-/// Writes `latency.hgrm` and `latency.hlog` into `dir` (the interval log is taken out of the
-/// metrics).
+/// Every final histogram of a run by name: `latency`, `service`, `lag`,
+/// `class/<index>/{latency,service,lag}`, `phase/{connect,first_response,dps,retry_wait,polls}`.
+pub fn named(m: &Metrics) -> Vec<(String, &Histogram<u64>)> {
+    let mut v: Vec<(String, &Histogram<u64>)> = vec![
+        ("latency".into(), &m.overall.latency),
+        ("service".into(), &m.overall.service),
+        ("lag".into(), &m.overall.lag),
+    ];
+    for (i, c) in m.classes.iter().enumerate() {
+        v.push((format!("class/{i}/latency"), &c.histos.latency));
+        v.push((format!("class/{i}/service"), &c.histos.service));
+        v.push((format!("class/{i}/lag"), &c.histos.lag));
+    }
+    if let Some(p) = &m.phases {
+        v.push(("phase/connect".into(), &p.connect));
+        v.push(("phase/first_response".into(), &p.first_response));
+        v.push(("phase/dps".into(), &p.dps));
+        v.push(("phase/retry_wait".into(), &p.retry_wait));
+        v.push(("phase/polls".into(), &p.polls));
+    }
+    v
+}
+
+/// `histograms.json`: name → base64 of the V2-deflate encoding.
+pub fn encode_all(m: &Metrics) -> String {
+    use base64::Engine as _;
+    use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
+    let mut ser = V2DeflateSerializer::new();
+    let mut map = serde_json::Map::new();
+    for (name, h) in named(m) {
+        let mut buf = Vec::new();
+        ser.serialize(h, &mut buf)
+            .expect("serialising to memory does not fail");
+        map.insert(
+            name,
+            serde_json::Value::String(base64::engine::general_purpose::STANDARD.encode(buf)),
+        );
+    }
+    serde_json::to_string_pretty(&map).expect("a map serialises")
+}
+
+/// Decodes one entry of `histograms.json`.
+pub fn decode(b64: &str) -> Result<Histogram<u64>, String> {
+    use base64::Engine as _;
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|e| e.to_string())?;
+    hdrhistogram::serialization::Deserializer::new()
+        .deserialize(&mut bytes.as_slice())
+        .map_err(|e| e.to_string())
+}
+
+/// Writes `latency.hgrm`, `latency.hlog` and `histograms.json` into `dir` (the interval log is
+/// taken out of the metrics).
 pub fn write(dir: &Path, m: &mut Metrics, started: std::time::SystemTime) -> std::io::Result<()> {
     std::fs::write(dir.join("latency.hgrm"), hgrm(&m.overall.latency))?;
+    std::fs::write(dir.join("histograms.json"), encode_all(m))?;
     if let Some(log) = m.intervals.take() {
         std::fs::write(dir.join("latency.hlog"), log.finish(started))?;
     }

@@ -6,6 +6,7 @@
 pub mod hdr;
 pub mod junit;
 pub mod markdown;
+pub mod merge;
 pub mod text;
 
 use std::collections::BTreeMap;
@@ -38,6 +39,8 @@ pub struct Summary {
     pub target: String,
     /// Population seed.
     pub seed: u64,
+    /// `i/n` when this run is one shard of a sharded run; `merged n` after `report merge`.
+    pub shard: Option<String>,
     /// Start (UTC, RFC 3339).
     pub started_at: String,
     /// Measured seconds.
@@ -148,6 +151,8 @@ pub struct Requests {
     pub not_sent: u64,
     /// HTTP attempts, retries included.
     pub attempts: u64,
+    /// Sent but still unfinished when the grace period ended (inside `timed_out`).
+    pub abandoned: u64,
 }
 
 /// Latency statistics in µs.
@@ -204,6 +209,10 @@ pub struct ClassSummary {
     pub passed: u64,
     /// Expectation not met.
     pub failed: u64,
+    /// Requests without an answer (transport error or timeout).
+    pub no_answer: u64,
+    /// Webhook calls (or device requests) beyond the first per request.
+    pub retries: u64,
     /// Outcome counts.
     pub outcomes: BTreeMap<String, u64>,
     /// Assigned hubs.
@@ -281,6 +290,7 @@ impl Summary {
             timed_out: m.timed_out + o.abandoned,
             not_sent: o.not_sent(),
             attempts: m.attempts,
+            abandoned: o.abandoned,
         };
         let secs = o.elapsed.as_secs_f64();
         let mut summary = Summary {
@@ -291,6 +301,7 @@ impl Summary {
             mode: s.target.mode.name().into(),
             target: s.target_display(),
             seed: s.seed,
+            shard: None,
             started_at: humantime::format_rfc3339_millis(started_at).to_string(),
             duration_s: round3(secs),
             interrupted: o.interrupted,
@@ -425,6 +436,8 @@ fn class_summary(name: &str, devices: u64, st: &ClassStats) -> ClassSummary {
         requests: st.requests,
         passed: st.passed,
         failed: st.failed,
+        no_answer: st.no_answer,
+        retries: st.retries,
         outcomes: st
             .outcomes
             .iter()

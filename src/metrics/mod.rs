@@ -103,6 +103,12 @@ pub struct PhaseHistos {
     pub twins_checked: u64,
 }
 
+impl Default for PhaseHistos {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl PhaseHistos {
     /// Empty histograms.
     pub fn new() -> Self {

@@ -69,6 +69,39 @@ enum Command {
     /// Reports: merge the reports of a sharded run.
     #[command(subcommand)]
     Report(ReportCommand),
+    /// Capacity search: stepped open-loop rates until the SLO (the scenario's thresholds and
+    /// expectations) fails; prints the knee, the binding limit and the onboarding time.
+    Plan(PlanArgs),
+}
+
+#[derive(Debug, Args)]
+struct PlanArgs {
+    /// Scenario file (TOML).
+    scenario: PathBuf,
+    /// Webhook URL (overrides target.url).
+    #[arg(long)]
+    url: Option<String>,
+    /// Devices to onboard (default: `[capacity] fleet`, else the population).
+    #[arg(long)]
+    fleet: Option<u64>,
+    /// First rate per second (overrides `[load] search.start`).
+    #[arg(long)]
+    start: Option<f64>,
+    /// Multiply the rate by this after each passing step.
+    #[arg(long)]
+    factor: Option<f64>,
+    /// Add this to the rate after each passing step (instead of --factor).
+    #[arg(long)]
+    step: Option<f64>,
+    /// How long each rate is held, e.g. 5s.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    hold: Option<Duration>,
+    /// Highest rate tried.
+    #[arg(long)]
+    max: Option<f64>,
+    /// Plan directory (default: reports/<scenario>-plan-<UTC timestamp>/).
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -326,6 +359,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             scenario,
         }) => serve(addr, policy, scenario).await,
         Command::Dps(DpsCommand::Serve(a)) => dps_serve(a).await,
+        Command::Plan(a) => plan_command(a).await,
         Command::Report(ReportCommand::Merge {
             dirs,
             out,
@@ -408,6 +442,44 @@ async fn check_command(a: CheckArgs) -> anyhow::Result<u8> {
     }
     let f = &checked.finished;
     conclude(&f.summary, &f.dir, a.junit.as_deref())
+}
+
+async fn plan_command(a: PlanArgs) -> anyhow::Result<u8> {
+    let mut s = Scenario::load(&a.scenario)?;
+    let sr = &mut s.load.search;
+    if let Some(x) = a.start {
+        sr.start = x;
+    }
+    if let Some(x) = a.factor {
+        if x <= 1.0 {
+            bail!("--factor must be greater than 1");
+        }
+        sr.factor = x;
+    }
+    if a.step.is_some() {
+        sr.step = a.step;
+    }
+    if let Some(x) = a.max {
+        sr.max = x;
+    }
+    crate::plan::hold(&mut s, a.hold);
+    let o = Overrides {
+        url: a.url,
+        out: a.out,
+        ..Overrides::default()
+    };
+    run::apply(&mut s, &o)?;
+    let stop = on_ctrl_c(s.load.grace);
+    let (plan, dir) = crate::plan::plan(&s, &o, a.fleet, stop.clone()).await?;
+    print!("\n{}", crate::plan::markdown(&plan));
+    println!("plan: {}", dir.join("report.html").display());
+    Ok(if stop.level() > 0 {
+        EXIT_INTERRUPTED
+    } else if plan.knee.is_some() {
+        EXIT_PASS
+    } else {
+        EXIT_FAIL
+    })
 }
 
 /// Ctrl-C: the first stops scheduling, the second abandons in-flight requests.

@@ -23,6 +23,7 @@
 //! Dependency direction: `dps`, `sas`, `device`, `scenario`, `pacing`, `check` are pure; `driver`
 //! and `webhook::server` use them; `report` reads `metrics` and the scenario.
 
+pub mod capacity;
 pub mod check;
 pub mod cli;
 pub mod conformance;
@@ -32,6 +33,7 @@ pub mod driver;
 pub mod emulator;
 pub mod metrics;
 pub mod pacing;
+pub mod plan;
 pub mod progress;
 pub mod report;
 pub mod run;

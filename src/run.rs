@@ -254,6 +254,20 @@ pub async fn run(
         source,
     })?;
     let mut metrics = outcome.metrics;
+    let timeline = metrics
+        .intervals
+        .as_mut()
+        .map(|l| {
+            l.close();
+            l.timeline.clone()
+        })
+        .unwrap_or_default();
+    crate::report::write_html(&dir, &summary, &metrics, &timeline, s, None).map_err(|source| {
+        RunError::Report {
+            path: dir.clone(),
+            source,
+        }
+    })?;
     crate::report::hdr::write(&dir, &mut metrics, started).map_err(|source| RunError::Report {
         path: dir.clone(),
         source,

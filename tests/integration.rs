@@ -25,3 +25,5 @@ mod dps_sdk;
 mod devices;
 // Sharded runs and `report merge`.
 mod shards;
+// Capacity planning: the knee search and report.html.
+mod capacity;

@@ -22,6 +22,8 @@ pub struct IntervalLog {
     classes: Vec<Histogram<u64>>,
     class_tags: Vec<String>,
     lines: Vec<u8>,
+    /// Per second: (second, completions, p50 µs, p99 µs), for the report's time chart.
+    pub timeline: Vec<(u64, u64, u64, u64)>,
 }
 
 impl IntervalLog {
@@ -49,6 +51,7 @@ impl IntervalLog {
                 })
                 .collect(),
             lines: Vec::new(),
+            timeline: Vec::new(),
         }
     }
 
@@ -79,6 +82,13 @@ impl IntervalLog {
         if self.current.latency.is_empty() {
             return;
         }
+        let l = &self.current.latency;
+        self.timeline.push((
+            self.second,
+            l.len(),
+            l.highest_equivalent(l.value_at_quantile(0.5)),
+            l.highest_equivalent(l.value_at_quantile(0.99)),
+        ));
         let start = Duration::from_secs(self.second);
         let one = Duration::from_secs(1);
         let mut serializer = V2DeflateSerializer::new();
@@ -104,6 +114,11 @@ impl IntervalLog {
         for h in &mut self.classes {
             h.reset();
         }
+    }
+
+    /// Closes the last second (idempotent).
+    pub fn close(&mut self) {
+        self.flush();
     }
 
     /// The whole log: header (start time, units, tags) then one line per tagged interval.

@@ -271,6 +271,7 @@ pub fn merge(dirs: &[PathBuf], scenario: Option<&Path>, out: &Path) -> Result<Su
         hdr::hgrm(&outcome.metrics.overall.latency),
     )
     .map_err(io(out))?;
+    super::write_html(out, &summary, &outcome.metrics, &[], &s, None).map_err(io(out))?;
     std::fs::write(
         out.join("histograms.json"),
         hdr::encode_all(&outcome.metrics),

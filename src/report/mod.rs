@@ -4,6 +4,7 @@
 //! No secret reaches the model: the target is stored masked.
 
 pub mod hdr;
+pub mod html;
 pub mod junit;
 pub mod markdown;
 pub mod merge;
@@ -427,6 +428,43 @@ impl Summary {
         std::fs::write(dir.join("summary.md"), markdown::render(self))?;
         Ok(path)
     }
+}
+
+/// Writes `report.html` for a run: charts from the metrics, the capacity section from `capacity`
+/// (or the run's own throughput when not given).
+pub fn write_html(
+    dir: &Path,
+    s: &Summary,
+    m: &crate::metrics::Metrics,
+    timeline: &[(u64, u64, u64, u64)],
+    scenario: &Scenario,
+    capacity: Option<String>,
+) -> std::io::Result<()> {
+    use plotters::style::RGBColor;
+    let spectrum = html::spectrum_svg(&[
+        (
+            "latency (from the intended start)",
+            &m.overall.latency,
+            RGBColor(214, 39, 40),
+        ),
+        ("service time", &m.overall.service, RGBColor(31, 119, 180)),
+        ("schedule lag", &m.overall.lag, RGBColor(44, 160, 44)),
+    ]);
+    let capacity = capacity.unwrap_or_else(|| {
+        let fleet = scenario
+            .capacity
+            .fleet
+            .unwrap_or_else(|| scenario.population_sizes().iter().sum());
+        let e = crate::capacity::estimate(fleet, s.throughput_per_s, &scenario.capacity.limits);
+        html::capacity_section(
+            &e,
+            "The webhook rate below is this run's achieved throughput, not its limit: run `loadtest plan` to find the knee.",
+        )
+    });
+    std::fs::write(
+        dir.join("report.html"),
+        html::render(s, &spectrum, &html::timeline_svg(timeline), &capacity),
+    )
 }
 
 fn class_summary(name: &str, devices: u64, st: &ClassStats) -> ClassSummary {

@@ -130,6 +130,96 @@ impl Validator<'_> {
     }
 }
 
+impl Validator<'_> {
+    pub(super) fn capacity(
+        &self,
+        c: &Option<raw::Capacity>,
+        enrollment: &super::Enrollment,
+    ) -> Result<super::CapacityOptions> {
+        let hubs = enrollment
+            .group
+            .as_ref()
+            .map_or(enrollment.linked_hubs.len(), |g| g.offered_hubs.len())
+            .max(1) as u32;
+        let mut limits = crate::capacity::Limits {
+            hubs,
+            ..crate::capacity::Limits::default()
+        };
+        let Some(c) = c else {
+            return Ok(super::CapacityOptions {
+                fleet: None,
+                limits,
+            });
+        };
+        if let Some(r) = &c.dps_registrations_per_minute {
+            if r.get_ref().is_nan() || *r.get_ref() <= 0.0 {
+                return self.err(
+                    r.span(),
+                    "capacity.dps_registrations_per_minute",
+                    "a positive number",
+                );
+            }
+            limits.dps_registrations_per_minute = *r.get_ref();
+        }
+        if let Some(t) = &c.hub_tier {
+            limits.hub_tier = match crate::capacity::HubTier::parse(t.get_ref()) {
+                Some(x) => x,
+                None => {
+                    return self.err(
+                        t.span(),
+                        "capacity.hub_tier",
+                        "choose from: S1, S2, S3 (B1-B3, F1)",
+                    )
+                }
+            };
+        }
+        limits.dps_instances = c.dps_instances.unwrap_or(1).max(1);
+        limits.hub_units = c.hub_units.unwrap_or(1).max(1);
+        limits.webhook_instances = c.webhook_instances.unwrap_or(1).max(1);
+        Ok(super::CapacityOptions {
+            fleet: c.fleet,
+            limits,
+        })
+    }
+}
+
+impl Validator<'_> {
+    pub(super) fn search(&self, s: &Option<raw::Search>) -> Result<super::Search> {
+        let mut out = super::Search::default();
+        let Some(s) = s else { return Ok(out) };
+        let pos = |v: &Option<toml::Spanned<f64>>, key: &str| -> Result<Option<f64>> {
+            match v {
+                Some(x) if !(*x.get_ref() > 0.0 && x.get_ref().is_finite()) => {
+                    self.err(x.span(), key, "a positive number")
+                }
+                Some(x) => Ok(Some(*x.get_ref())),
+                None => Ok(None),
+            }
+        };
+        if let Some(v) = pos(&s.start, "load.search.start")? {
+            out.start = v;
+        }
+        if let Some(v) = pos(&s.factor, "load.search.factor")? {
+            if v <= 1.0 {
+                return self.err(
+                    s.factor.as_ref().map_or(0..0, |f| f.span()),
+                    "load.search.factor",
+                    "must be greater than 1",
+                );
+            }
+            out.factor = v;
+        }
+        out.step = pos(&s.step, "load.search.step")?;
+        if let Some(v) = pos(&s.max, "load.search.max")? {
+            out.max = v;
+        }
+        if let Some(h) = &s.hold {
+            out.hold = self.duration(h, "load.search.hold")?;
+        }
+        Ok(out)
+    }
+}
+
 impl HubOptions {
     fn new(host: &str) -> Self {
         Self {

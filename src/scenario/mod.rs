@@ -84,6 +84,17 @@ pub struct Scenario {
     pub thresholds: Vec<Threshold>,
     /// How the embedded DPS emulator behaves.
     pub emulator: EmulatorOptions,
+    /// Capacity math: fleet size and the limits assumed (`[capacity]`).
+    pub capacity: CapacityOptions,
+}
+
+/// `[capacity]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CapacityOptions {
+    /// Devices to onboard (default: the population).
+    pub fleet: Option<u64>,
+    /// The limits assumed.
+    pub limits: crate::capacity::Limits,
 }
 
 /// `[emulator]`: the DPS emulator's own settings.
@@ -446,6 +457,35 @@ pub struct Load {
     pub grace: Duration,
     /// Passes over the population (device modes: later rounds are re-registrations).
     pub rounds: u32,
+    /// The capacity search of `loadtest plan`.
+    pub search: Search,
+}
+
+/// `[load] search`: stepped open-loop rates for `loadtest plan`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Search {
+    /// First rate (per second).
+    pub start: f64,
+    /// Next rate = rate × factor (when `step` is unset).
+    pub factor: f64,
+    /// Next rate = rate + step, if set.
+    pub step: Option<f64>,
+    /// Time each rate is held.
+    pub hold: Duration,
+    /// Highest rate tried.
+    pub max: f64,
+}
+
+impl Default for Search {
+    fn default() -> Self {
+        Self {
+            start: 100.0,
+            factor: 2.0,
+            step: None,
+            hold: Duration::from_secs(5),
+            max: 100_000.0,
+        }
+    }
 }
 
 /// Report options.

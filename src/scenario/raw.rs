@@ -35,6 +35,8 @@ pub(crate) struct Scenario {
     pub check: Option<Check>,
     #[serde(default)]
     pub emulator: Option<Emulator>,
+    #[serde(default)]
+    pub capacity: Option<Capacity>,
     /// Free-form; accepted here, validated from the document's spans (`gate.rs`).
     #[serde(default)]
     #[allow(dead_code)]
@@ -204,6 +206,17 @@ pub(crate) struct Load {
     pub max_in_flight: Option<S<u32>>,
     pub grace: Option<S<String>>,
     pub rounds: Option<S<u32>>,
+    pub search: Option<Search>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Search {
+    pub start: Option<S<f64>>,
+    pub factor: Option<S<f64>>,
+    pub step: Option<S<f64>>,
+    pub hold: Option<S<String>>,
+    pub max: Option<S<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -250,4 +263,15 @@ pub(crate) struct EmulatorHub {
 pub(crate) struct Throttle {
     pub registrations_per_minute: Option<S<u32>>,
     pub polls_per_10s: Option<S<u32>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Capacity {
+    pub fleet: Option<u64>,
+    pub dps_registrations_per_minute: Option<S<f64>>,
+    pub dps_instances: Option<u32>,
+    pub hub_tier: Option<S<String>>,
+    pub hub_units: Option<u32>,
+    pub webhook_instances: Option<u32>,
 }

@@ -131,6 +131,7 @@ impl Validator<'_> {
         let check = self.check_options(&r.check)?;
         let thresholds = self.thresholds(&classes)?;
         let emulator = self.emulator(&r.emulator, &enrollment.linked_hubs)?;
+        let capacity = self.capacity(&r.capacity, &enrollment)?;
         Ok(Scenario {
             path: self.src.path.to_owned(),
             name,
@@ -150,6 +151,7 @@ impl Validator<'_> {
             check,
             thresholds,
             emulator,
+            capacity,
         })
     }
 
@@ -356,6 +358,7 @@ impl Validator<'_> {
             stages,
             max_in_flight,
             grace,
+            search: self.search(&l.search)?,
             rounds: match &l.rounds {
                 Some(r) if *r.get_ref() == 0 => {
                     return self.err(r.span(), "load.rounds", "must be at least 1")

@@ -1,0 +1,208 @@
+//! Capacity math: how fast a fleet can be onboarded through one set-up, which limit binds, and
+//! how many DPS instances, IoT Hub units and webhook instances would lift each limit. Limits come
+//! from the documentation (dps-protocol.md §8), each with its source and date, and can be
+//! overridden in the scenario's `[capacity]`. Pure arithmetic; nothing here measures.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// IoT Hub tier (identity-registry throttle per unit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum HubTier {
+    /// Free, B1, S1 (also B2, S2 for the registry): 100 operations/min/unit.
+    S1,
+    /// B2, S2: 100 operations/min/unit.
+    S2,
+    /// B3, S3: 5,000 operations/min/unit.
+    S3,
+}
+
+impl HubTier {
+    /// Parses `S1`, `S2`, `S3` (also `B1`…`B3`, `F1`).
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s.to_ascii_uppercase().as_str() {
+            "S1" | "B1" | "F1" | "FREE" => HubTier::S1,
+            "S2" | "B2" => HubTier::S2,
+            "S3" | "B3" => HubTier::S3,
+            _ => return None,
+        })
+    }
+
+    /// Identity-registry operations per second per unit.
+    pub fn registry_per_second(self) -> f64 {
+        match self {
+            HubTier::S1 | HubTier::S2 => 100.0 / 60.0,
+            HubTier::S3 => 5000.0 / 60.0,
+        }
+    }
+}
+
+/// The limits assumed, overridable in `[capacity]`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Limits {
+    /// DPS device registrations per minute per DPS instance.
+    pub dps_registrations_per_minute: f64,
+    /// DPS instances.
+    pub dps_instances: u32,
+    /// IoT Hub tier.
+    pub hub_tier: HubTier,
+    /// Units per hub.
+    pub hub_units: u32,
+    /// Hubs the devices are spread over.
+    pub hubs: u32,
+    /// Webhook instances (the measured rate is per instance).
+    pub webhook_instances: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            dps_registrations_per_minute: 1000.0,
+            dps_instances: 1,
+            hub_tier: HubTier::S1,
+            hub_units: 1,
+            hubs: 1,
+            webhook_instances: 1,
+        }
+    }
+}
+
+/// The documented limits and where they come from (shown in reports).
+pub const SOURCES: &[(&str, &str)] = &[
+    (
+        "DPS device registrations: 1,000/min per service (adjustable); operations 1,000/min; polls 5 per 10 s per device",
+        "Azure IoT DPS quotas and limits, learn.microsoft.com/azure/iot-dps/about-iot-dps#quotas-and-limits (include iot-dps-limits.md, version of 2026-04-24; the 2018 version said 200/min)",
+    ),
+    (
+        "IoT Hub identity-registry operations: 100/min/unit (Free, B1/S1, B2/S2), 5,000/min/unit (B3/S3)",
+        "IoT Hub quotas and throttling, learn.microsoft.com/azure/iot-hub/iot-hub-devguide-quotas-throttling (current in 2026)",
+    ),
+    (
+        "IoT Hub new device connections: S1 100/s or 12/s/unit whichever is higher, S2 120/s/unit, S3 6,000/s/unit",
+        "IoT Hub quotas and throttling (same page)",
+    ),
+];
+
+/// The estimate for a fleet.
+#[derive(Debug, Clone, Serialize)]
+pub struct Estimate {
+    /// Devices to onboard.
+    pub fleet: u64,
+    /// Registrations/s the webhook set-up sustains (measured).
+    pub webhook_per_s: f64,
+    /// Registrations/s DPS allows.
+    pub dps_per_s: f64,
+    /// Registrations/s the hubs' identity registries allow.
+    pub hubs_per_s: f64,
+    /// Which limit binds: `webhook`, `dps` or `hub registry`.
+    pub binding: String,
+    /// The onboarding rate (the smallest of the three), per second.
+    pub rate_per_s: f64,
+    /// Time to onboard the fleet at that rate, seconds.
+    pub onboard_s: f64,
+    /// To lift every limit to the highest of the three rates: DPS instances needed.
+    pub dps_instances_needed: u32,
+    /// … IoT Hub units per hub needed.
+    pub hub_units_needed: u32,
+    /// … webhook instances needed.
+    pub webhook_instances_needed: u32,
+    /// Time to onboard at that highest rate, seconds.
+    pub onboard_unbound_s: f64,
+    /// The limits assumed.
+    pub limits: Limits,
+}
+
+/// Estimates onboarding `fleet` devices with a webhook that sustains `webhook_per_s` per instance.
+pub fn estimate(fleet: u64, webhook_per_s: f64, limits: &Limits) -> Estimate {
+    let webhook = webhook_per_s * f64::from(limits.webhook_instances);
+    let dps = limits.dps_registrations_per_minute / 60.0 * f64::from(limits.dps_instances);
+    let hubs = limits.hub_tier.registry_per_second()
+        * f64::from(limits.hub_units)
+        * f64::from(limits.hubs.max(1));
+    let (binding, rate) = [("webhook", webhook), ("dps", dps), ("hub registry", hubs)]
+        .into_iter()
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .expect("three candidates");
+    let top = webhook.max(dps).max(hubs);
+    let per_instance_dps = limits.dps_registrations_per_minute / 60.0;
+    let per_unit_hubs = limits.hub_tier.registry_per_second() * f64::from(limits.hubs.max(1));
+    let ceil = |x: f64| x.ceil().max(1.0) as u32;
+    Estimate {
+        fleet,
+        webhook_per_s: webhook,
+        dps_per_s: dps,
+        hubs_per_s: hubs,
+        binding: binding.into(),
+        rate_per_s: rate,
+        onboard_s: if rate > 0.0 {
+            fleet as f64 / rate
+        } else {
+            f64::INFINITY
+        },
+        dps_instances_needed: ceil(top / per_instance_dps),
+        hub_units_needed: ceil(top / per_unit_hubs),
+        webhook_instances_needed: if webhook_per_s > 0.0 {
+            ceil(top / webhook_per_s)
+        } else {
+            0
+        },
+        onboard_unbound_s: if top > 0.0 {
+            fleet as f64 / top
+        } else {
+            f64::INFINITY
+        },
+        limits: limits.clone(),
+    }
+}
+
+/// `3 h 12 min`, `45 s`.
+pub fn human(secs: f64) -> String {
+    if !secs.is_finite() {
+        return "never".into();
+    }
+    let d = Duration::from_secs_f64(secs.max(0.0));
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s} s"),
+        120..=7199 => format!("{} min", s / 60),
+        7200..=172_799 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{:.1} days", secs / 86_400.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_smallest_limit_binds_and_the_fix_is_counted() {
+        // A webhook at 200/s, DPS at 1,000/min (16.7/s), two S1 hubs of one unit (3.3/s).
+        let l = Limits {
+            hubs: 2,
+            ..Limits::default()
+        };
+        let e = estimate(1_000_000, 200.0, &l);
+        assert_eq!(e.binding, "hub registry");
+        assert!((e.rate_per_s - 200.0 / 60.0).abs() < 1e-9);
+        assert_eq!(
+            e.onboard_s.round(),
+            (1_000_000.0 * 60.0 / 200.0_f64).round()
+        );
+        // To run at the webhook's 200/s: 12 DPS instances, 60 S1 units per hub, 1 webhook.
+        assert_eq!(e.dps_instances_needed, 12);
+        assert_eq!(e.hub_units_needed, 60);
+        assert_eq!(e.webhook_instances_needed, 1);
+        let s3 = estimate(
+            1_000_000,
+            200.0,
+            &Limits {
+                hub_tier: HubTier::S3,
+                hubs: 2,
+                ..Limits::default()
+            },
+        );
+        assert_eq!(s3.binding, "dps");
+        assert_eq!(human(3600.0 * 5.5), "5 h 30 min");
+    }
+}

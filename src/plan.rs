@@ -1,0 +1,296 @@
+//! `loadtest plan`: the capacity search. Stepped open-loop rates (start, then × factor or + step,
+//! each held for `hold`) until a step fails its SLO: the scenario's thresholds and expectations,
+//! no unanswered requests, no 429s, and at least 90 % of the offered rate achieved. The knee is the
+//! highest passing rate; Little's law gives the concurrency the target held there; the capacity
+//! math (`capacity.rs`) turns the knee into onboarding time and the binding limit.
+//!
+//! Each step is an ordinary run with its own report under the plan directory; this module only
+//! chooses the rates, judges the steps and writes `plan.json`, `plan.md` and `report.html`.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::capacity::{self, Estimate};
+use crate::driver::Stop;
+use crate::report::{html, Summary};
+use crate::run::{self, Overrides, RunError};
+use crate::scenario::{Rate, Scenario};
+
+/// One step of the search.
+#[derive(Debug, Clone, Serialize)]
+pub struct Step {
+    /// Offered rate, per second.
+    pub rate: f64,
+    /// Achieved answers per second.
+    pub achieved: f64,
+    /// Latency percentiles (µs).
+    pub p50_us: u64,
+    /// p99 (µs).
+    pub p99_us: u64,
+    /// Mean latency (µs).
+    pub mean_us: f64,
+    /// Passed the SLO.
+    pub passed: bool,
+    /// Why not (empty when passed).
+    pub why: Vec<String>,
+    /// The step's report directory.
+    pub report: String,
+}
+
+/// The search result.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    /// Scenario name.
+    pub scenario: String,
+    /// Every step, in order.
+    pub steps: Vec<Step>,
+    /// The highest passing rate.
+    pub knee: Option<f64>,
+    /// Achieved throughput at the knee.
+    pub knee_throughput: Option<f64>,
+    /// Little's law at the knee: throughput × mean latency.
+    pub concurrency_at_knee: Option<f64>,
+    /// The first failing rate and why.
+    pub first_failure: Option<(f64, Vec<String>)>,
+    /// Capacity estimate from the knee.
+    pub capacity: Option<Estimate>,
+}
+
+/// Why a step fails the SLO (empty = pass).
+fn judge(s: &Summary, offered: f64) -> Vec<String> {
+    let mut why = Vec::new();
+    for t in s.thresholds.iter().filter(|t| !t.passed) {
+        why.push(format!("threshold {} (measured {})", t.name, t.measured));
+    }
+    if s.expectations.failed > 0 {
+        why.push(format!(
+            "{} answers did not meet their expectation",
+            s.expectations.failed
+        ));
+    }
+    let r = &s.requests;
+    let unanswered = r.failed + r.timed_out + r.not_sent;
+    if unanswered > 0 {
+        why.push(format!(
+            "{unanswered} requests unanswered ({} errors, {} timed out, {} not sent)",
+            r.failed, r.timed_out, r.not_sent
+        ));
+    }
+    if let Some(p) = &s.phases {
+        if p.throttled_429 > 0 {
+            why.push(format!("{} answers were 429 (throttled)", p.throttled_429));
+        }
+    }
+    if s.throughput_per_s < 0.9 * offered {
+        why.push(format!(
+            "achieved {:.1}/s of {offered:.1}/s offered",
+            s.throughput_per_s
+        ));
+    }
+    why
+}
+
+/// Runs the search. `o` carries `--url`, `--out` (the plan directory) and progress.
+pub async fn plan(
+    s: &Scenario,
+    o: &Overrides,
+    fleet: Option<u64>,
+    stop: Stop,
+) -> Result<(Plan, PathBuf), RunError> {
+    let search = s.load.search;
+    let dir = o.out.clone().unwrap_or_else(|| {
+        let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
+            .to_string()
+            .chars()
+            .filter(|c| *c != '-' && *c != ':')
+            .collect();
+        s.report.out.join(format!("{}-plan-{stamp}", s.name))
+    });
+    let mut steps = Vec::new();
+    let mut rate = search.start;
+    let mut knee: Option<(f64, f64, f64)> = None;
+    let mut first_failure = None;
+    let mut n = 0;
+    while rate <= search.max && stop.level() == 0 {
+        n += 1;
+        let mut step = s.clone();
+        step.load.rate = Rate::PerSecond(rate);
+        step.load.stages.clear();
+        step.load.duration = Some(search.hold);
+        step.load.count = None;
+        // Abort-on-fail stays on: a step that cannot pass ends early.
+        let report = dir.join(format!("step-{n:02}-{rate:.0}per-s"));
+        let so = Overrides {
+            out: Some(report.clone()),
+            progress: false,
+            ..o.clone()
+        };
+        let f = run::run(&step, &so, stop.clone(), None).await?;
+        let summary = f.summary;
+        let why = judge(&summary, rate);
+        let passed = why.is_empty();
+        println!(
+            "step {n}: {rate:.1}/s offered, {:.1}/s achieved, p50 {:.2} ms, p99 {:.2} ms: {}",
+            summary.throughput_per_s,
+            summary.latency_us.p50 as f64 / 1000.0,
+            summary.latency_us.p99 as f64 / 1000.0,
+            if passed {
+                "pass".to_owned()
+            } else {
+                format!("FAIL: {}", why.join("; "))
+            }
+        );
+        steps.push(Step {
+            rate,
+            achieved: summary.throughput_per_s,
+            p50_us: summary.latency_us.p50,
+            p99_us: summary.latency_us.p99,
+            mean_us: summary.latency_us.mean,
+            passed,
+            why: why.clone(),
+            report: report.display().to_string(),
+        });
+        if !passed {
+            first_failure = Some((rate, why));
+            break;
+        }
+        knee = Some((rate, summary.throughput_per_s, summary.latency_us.mean));
+        rate = match search.step {
+            Some(st) => rate + st,
+            None => rate * search.factor,
+        };
+    }
+    let fleet = fleet
+        .or(s.capacity.fleet)
+        .unwrap_or_else(|| s.population_sizes().iter().sum());
+    let plan = Plan {
+        scenario: s.name.clone(),
+        steps,
+        knee: knee.map(|k| k.0),
+        knee_throughput: knee.map(|k| k.1),
+        concurrency_at_knee: knee.map(|k| k.1 * k.2 / 1e6),
+        first_failure,
+        capacity: knee.map(|k| capacity::estimate(fleet, k.1, &s.capacity.limits)),
+    };
+    write(&dir, &plan).map_err(|source| RunError::Report {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok((plan, dir))
+}
+
+/// The plan as markdown (also printed).
+pub fn markdown(p: &Plan) -> String {
+    let mut o = String::new();
+    let _ = writeln!(o, "## loadtest plan `{}`\n", p.scenario);
+    let _ = writeln!(
+        o,
+        "| offered /s | achieved /s | p50 ms | p99 ms | result |\n|---:|---:|---:|---:|---|"
+    );
+    for s in &p.steps {
+        let res = if s.passed {
+            "pass".to_owned()
+        } else {
+            format!("fail: {}", s.why.join("; "))
+        };
+        let _ = writeln!(
+            o,
+            "| {:.1} | {:.1} | {:.2} | {:.2} | {res} |",
+            s.rate,
+            s.achieved,
+            s.p50_us as f64 / 1000.0,
+            s.p99_us as f64 / 1000.0
+        );
+    }
+    match (p.knee, p.knee_throughput, p.concurrency_at_knee) {
+        (Some(k), Some(t), Some(c)) => {
+            let _ = writeln!(
+                o,
+                "\nKnee: **{k:.1}/s offered** ({t:.1}/s achieved, {:.0}/min); Little's law: {c:.1} requests in flight at the knee.",
+                t * 60.0
+            );
+        }
+        _ => {
+            let _ = writeln!(
+                o,
+                "\nNo rate passed: the first step already failed its SLO."
+            );
+        }
+    }
+    if let Some((r, why)) = &p.first_failure {
+        let _ = writeln!(o, "First failing rate: **{r:.1}/s**: {}.", why.join("; "));
+    } else {
+        let _ = writeln!(o, "No step failed up to the search's maximum rate.");
+    }
+    if let Some(e) = &p.capacity {
+        let _ = writeln!(
+            o,
+            "\nOnboarding {} devices: binding limit **{}** at {:.1}/s → **{}** (webhook {:.1}/s, DPS {:.1}/s, hub registry {:.1}/s). Lifting every limit to {:.1}/s takes {} DPS instance(s), {} hub unit(s) per hub, {} webhook instance(s) → {}.",
+            e.fleet, e.binding, e.rate_per_s, capacity::human(e.onboard_s), e.webhook_per_s, e.dps_per_s, e.hubs_per_s,
+            e.webhook_per_s.max(e.dps_per_s).max(e.hubs_per_s), e.dps_instances_needed, e.hub_units_needed,
+            e.webhook_instances_needed, capacity::human(e.onboard_unbound_s)
+        );
+    }
+    o
+}
+
+fn write(dir: &Path, p: &Plan) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(
+        dir.join("plan.json"),
+        serde_json::to_vec_pretty(p).expect("the plan serialises"),
+    )?;
+    let md = markdown(p);
+    std::fs::write(dir.join("plan.md"), &md)?;
+    let curve: Vec<(f64, f64, u64, bool)> = p
+        .steps
+        .iter()
+        .map(|s| (s.rate, s.achieved, s.p99_us, s.passed))
+        .collect();
+    let mut body = format!(
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>loadtest plan {}</title><style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}}table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.25em .6em}}</style></head><body><h1>Capacity plan: {}</h1>{}",
+        p.scenario, p.scenario, html::curve_svg(&curve)
+    );
+    body.push_str("<table><tr><th>offered /s</th><th>achieved /s</th><th>p50 ms</th><th>p99 ms</th><th>result</th></tr>");
+    for s in &p.steps {
+        let _ = write!(
+            body,
+            "<tr><td>{:.1}</td><td>{:.1}</td><td>{:.2}</td><td>{:.2}</td><td>{}</td></tr>",
+            s.rate,
+            s.achieved,
+            s.p50_us as f64 / 1000.0,
+            s.p99_us as f64 / 1000.0,
+            if s.passed {
+                "pass".into()
+            } else {
+                format!("fail: {}", s.why.join("; ")).replace('<', "&lt;")
+            }
+        );
+    }
+    body.push_str("</table>");
+    let text: String = md
+        .lines()
+        .skip(2)
+        .filter(|l| !l.starts_with('|'))
+        .map(|l| format!("<p>{}</p>", l.replace("**", "")))
+        .collect();
+    body.push_str(&text);
+    if let Some(e) = &p.capacity {
+        body.push_str(&html::capacity_section(
+            e,
+            "The webhook rate is the achieved throughput at the knee of this search.",
+        ));
+    }
+    body.push_str("</body></html>");
+    std::fs::write(dir.join("report.html"), body)
+}
+
+/// Hold shortened for tests and quick looks.
+pub fn hold(s: &mut Scenario, hold: Option<Duration>) {
+    if let Some(h) = hold {
+        s.load.search.hold = h;
+    }
+}

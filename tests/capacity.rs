@@ -1,0 +1,120 @@
+//! Capacity planning: the knee search against a webhook whose capacity is known, and the
+//! self-contained HTML report.
+
+use crate::util::{run, scenario, summary, tempdir};
+
+/// Every answer takes 20 ms and at most 10 requests are in flight: the target sustains 500/s.
+const KNEE: &str = r#"name = "knee"
+[target]
+timeout = "5s"
+[enrollment]
+group_id = "g"
+primary_key = "oiK77Oy7rBw8YB6IS6ukRChAw+Yq6GC61RMrPLSTiOOtdI+XDu0LmLuNm11p+qv2I+adqGUdZHm46zXAQdZoOA=="
+iot_hubs = ["contoso-toasters-hub-1098.azure-devices.net", "contoso-heatpumps-hub-1098.azure-devices.net"]
+[[devices]]
+class = "toaster"
+id = "breakroom{n}-contoso-tstrsd-007"
+count = 100000
+fault = { delay = "20ms" }
+expect = { status = "assigned", hub = "contoso-toasters-hub-1098.azure-devices.net" }
+[load]
+max_in_flight = 10
+search = { start = 100, factor = 2, hold = "2s", max = 5000 }
+[thresholds]
+"latency.p99" = "< 100ms"
+"#;
+
+#[test]
+fn the_knee_search_finds_a_known_knee_within_one_step() {
+    let dir = tempdir();
+    let file = dir.path().join("knee.toml");
+    std::fs::write(&file, KNEE).unwrap();
+    let out = dir.path().join("plan");
+    let r = run(&[
+        "plan",
+        file.to_str().unwrap(),
+        "--fleet",
+        "1000000",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("plan.json")).unwrap()).unwrap();
+    let knee = plan["knee"].as_f64().unwrap();
+    let fail = plan["first_failure"][0].as_f64().unwrap();
+    // The true capacity (500/s) lies between the knee and the first failing rate: one step.
+    assert!(
+        knee <= 500.0 && fail > 500.0,
+        "knee {knee}, first failure {fail}"
+    );
+    assert_eq!(fail, knee * 2.0);
+    let little = plan["concurrency_at_knee"].as_f64().unwrap();
+    assert!(
+        (5.0..=10.0).contains(&little),
+        "Little's law at the knee: {little}"
+    );
+    let cap = &plan["capacity"];
+    assert_eq!(cap["fleet"], 1_000_000);
+    assert_eq!(cap["binding"], "hub registry");
+    assert!(
+        r.stdout.contains("Knee: **400.0/s offered**"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("binding limit **hub registry**"),
+        "{}",
+        r.stdout
+    );
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("Capacity search"),
+        "the curve is drawn"
+    );
+    // Every step left a full report.
+    for s in plan["steps"].as_array().unwrap() {
+        summary(std::path::Path::new(s["report"].as_str().unwrap()));
+    }
+}
+
+#[test]
+fn report_html_is_self_contained_with_its_charts() {
+    let dir = tempdir();
+    let out = dir.path().join("report");
+    let s = scenario("contoso.toml");
+    let r = run(&[
+        "run",
+        s.to_str().unwrap(),
+        "--count",
+        "3000",
+        "--rate",
+        "1500",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    for needle in [
+        "Latency by percentile",
+        "Throughput and latency over time",
+        "Expectations and outcomes per class",
+        "toaster-reprovision",
+        "Thresholds",
+        "Capacity",
+        "learn.microsoft.com/azure/iot-dps/about-iot-dps",
+    ] {
+        assert!(html.contains(needle), "missing {needle}");
+    }
+    assert!(html.matches("<svg").count() >= 2, "two charts");
+    for external in [
+        "<script",
+        "src=\"http",
+        "href=\"http",
+        "@import",
+        "url(http",
+    ] {
+        assert!(!html.contains(external), "external reference {external}");
+    }
+}

@@ -29,6 +29,17 @@ impl HubTier {
         })
     }
 
+    /// New device connections per second for `units` units (S1: 100/s or 12/s/unit, whichever
+    /// is higher; S2: 120/s/unit; S3: 6,000/s/unit).
+    pub fn connections_per_second(self, units: u32) -> f64 {
+        let u = f64::from(units);
+        match self {
+            HubTier::S1 => (12.0 * u).max(100.0),
+            HubTier::S2 => 120.0 * u,
+            HubTier::S3 => 6000.0 * u,
+        }
+    }
+
     /// Identity-registry operations per second per unit.
     pub fn registry_per_second(self) -> f64 {
         match self {
@@ -95,13 +106,15 @@ pub struct Estimate {
     pub dps_per_s: f64,
     /// Registrations/s the hubs' identity registries allow.
     pub hubs_per_s: f64,
+    /// New device connections/s the hubs allow (each provisioned device then connects).
+    pub connections_per_s: f64,
     /// Which limit binds: `webhook`, `dps` or `hub registry`.
     pub binding: String,
     /// The onboarding rate (the smallest of the three), per second.
     pub rate_per_s: f64,
     /// Time to onboard the fleet at that rate, seconds.
     pub onboard_s: f64,
-    /// To lift every limit to the highest of the three rates: DPS instances needed.
+    /// To lift every limit to the highest of the rates: DPS instances needed.
     pub dps_instances_needed: u32,
     /// … IoT Hub units per hub needed.
     pub hub_units_needed: u32,
@@ -120,11 +133,18 @@ pub fn estimate(fleet: u64, webhook_per_s: f64, limits: &Limits) -> Estimate {
     let hubs = limits.hub_tier.registry_per_second()
         * f64::from(limits.hub_units)
         * f64::from(limits.hubs.max(1));
-    let (binding, rate) = [("webhook", webhook), ("dps", dps), ("hub registry", hubs)]
-        .into_iter()
-        .min_by(|a, b| a.1.total_cmp(&b.1))
-        .expect("three candidates");
-    let top = webhook.max(dps).max(hubs);
+    let connections =
+        limits.hub_tier.connections_per_second(limits.hub_units) * f64::from(limits.hubs.max(1));
+    let (binding, rate) = [
+        ("webhook", webhook),
+        ("dps", dps),
+        ("hub registry", hubs),
+        ("hub connections", connections),
+    ]
+    .into_iter()
+    .min_by(|a, b| a.1.total_cmp(&b.1))
+    .expect("four candidates");
+    let top = webhook.max(dps).max(hubs).max(connections);
     let per_instance_dps = limits.dps_registrations_per_minute / 60.0;
     let per_unit_hubs = limits.hub_tier.registry_per_second() * f64::from(limits.hubs.max(1));
     let ceil = |x: f64| x.ceil().max(1.0) as u32;
@@ -133,6 +153,7 @@ pub fn estimate(fleet: u64, webhook_per_s: f64, limits: &Limits) -> Estimate {
         webhook_per_s: webhook,
         dps_per_s: dps,
         hubs_per_s: hubs,
+        connections_per_s: connections,
         binding: binding.into(),
         rate_per_s: rate,
         onboard_s: if rate > 0.0 {

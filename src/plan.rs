@@ -230,7 +230,7 @@ pub fn markdown(p: &Plan) -> String {
             o,
             "\nOnboarding {} devices: binding limit **{}** at {:.1}/s → **{}** (webhook {:.1}/s, DPS {:.1}/s, hub registry {:.1}/s). Lifting every limit to {:.1}/s takes {} DPS instance(s), {} hub unit(s) per hub, {} webhook instance(s) → {}.",
             e.fleet, e.binding, e.rate_per_s, capacity::human(e.onboard_s), e.webhook_per_s, e.dps_per_s, e.hubs_per_s,
-            e.webhook_per_s.max(e.dps_per_s).max(e.hubs_per_s), e.dps_instances_needed, e.hub_units_needed,
+            e.webhook_per_s.max(e.dps_per_s).max(e.hubs_per_s).max(e.connections_per_s), e.dps_instances_needed, e.hub_units_needed,
             e.webhook_instances_needed, capacity::human(e.onboard_unbound_s)
         );
     }

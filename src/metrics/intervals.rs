@@ -21,6 +21,8 @@ pub struct IntervalLog {
     current: Histos,
     classes: Vec<Histogram<u64>>,
     class_tags: Vec<String>,
+    /// Device modes: connect, first response, DPS time (µs), tagged `phase.<name>`.
+    phases: Option<[Histogram<u64>; 3]>,
     lines: Vec<u8>,
     /// Per second: (second, completions, p50 µs, p99 µs), for the report's time chart.
     pub timeline: Vec<(u64, u64, u64, u64)>,
@@ -50,8 +52,20 @@ impl IntervalLog {
                     format!("latency.{clean}")
                 })
                 .collect(),
+            phases: None,
             lines: Vec::new(),
             timeline: Vec::new(),
+        }
+    }
+
+    /// Records one device registration's phases (after [`IntervalLog::record`] of the same sample).
+    pub fn record_phases(&mut self, p: &super::Phases) {
+        let h = || Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("valid histogram bounds");
+        let set = self.phases.get_or_insert_with(|| [h(), h(), h()]);
+        for (h, d) in set.iter_mut().zip([p.connect, p.first_response, p.dps]) {
+            if let Some(d) = d {
+                h.saturating_record(d.as_micros().min(u128::from(HIGHEST_US)) as u64);
+            }
         }
     }
 
@@ -108,10 +122,22 @@ impl IntervalLog {
         for (h, tag) in self.classes.iter().zip(&self.class_tags) {
             put(h, tag);
         }
+        if let Some(p) = &self.phases {
+            for (h, tag) in p
+                .iter()
+                .zip(["phase.connect", "phase.first_response", "phase.dps"])
+            {
+                put(h, tag);
+            }
+        }
         self.current.latency.reset();
         self.current.service.reset();
         self.current.lag.reset();
-        for h in &mut self.classes {
+        for h in self
+            .classes
+            .iter_mut()
+            .chain(self.phases.iter_mut().flatten())
+        {
             h.reset();
         }
     }
@@ -129,7 +155,7 @@ impl IntervalLog {
             .map_or(0.0, |d| d.as_secs_f64());
         let mut out = format!(
             "#[loadtest {} interval log: values in microseconds, one interval per second]\n\
-             #[Tags: latency (from the intended start), service (from the first send), lag (schedule), latency.<class>]\n\
+             #[Tags: latency (from the intended start), service (from the first send), lag (schedule), latency.<class>, phase.connect, phase.first_response, phase.dps (device modes)]\n\
              #[StartTime: {secs:.3} (seconds since epoch)]\n\
              #[BaseTime: {secs:.3} (seconds since epoch)]\n\
              \"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",

@@ -306,6 +306,9 @@ impl Metrics {
                 us(s.done - s.sent),
                 us(s.sent.saturating_duration_since(s.intended)),
             );
+            if let Some(p) = &s.phases {
+                log.record_phases(p);
+            }
         }
         if let Some(p) = &s.phases {
             self.phases.get_or_insert_with(PhaseHistos::new).record(p);

@@ -240,17 +240,19 @@ pub fn capacity_section(e: &Estimate, what: &str) -> String {
         "<table><tr><th>limit</th><th>registrations/s</th><th>per minute</th></tr>\
          <tr><td>webhook ({} instance(s))</td><td class=n>{:.1}</td><td class=n>{:.0}</td></tr>\
          <tr><td>DPS ({} instance(s), {:.0}/min each)</td><td class=n>{:.1}</td><td class=n>{:.0}</td></tr>\
-         <tr><td>IoT Hub identity registry ({} hub(s) × {} {:?} unit(s))</td><td class=n>{:.1}</td><td class=n>{:.0}</td></tr></table>",
+         <tr><td>IoT Hub identity registry ({} hub(s) × {} {:?} unit(s))</td><td class=n>{:.1}</td><td class=n>{:.0}</td></tr>\
+         <tr><td>IoT Hub new device connections</td><td class=n>{:.1}</td><td class=n>{:.0}</td></tr></table>",
         e.limits.webhook_instances, e.webhook_per_s, e.webhook_per_s * 60.0,
         e.limits.dps_instances, e.limits.dps_registrations_per_minute, e.dps_per_s, e.dps_per_s * 60.0,
         e.limits.hubs, e.limits.hub_units, e.limits.hub_tier, e.hubs_per_s, e.hubs_per_s * 60.0,
+        e.connections_per_s, e.connections_per_s * 60.0,
     );
     let _ = writeln!(
         o,
         "<p>Onboarding <b>{}</b> devices: binding limit <b>{}</b> at {:.1}/s → <b>{}</b>. \
          To run at {:.1}/s instead (the highest limit): {} DPS instance(s), {} hub unit(s) per hub, {} webhook instance(s) → {}.</p>",
         e.fleet, esc(&e.binding), e.rate_per_s, capacity::human(e.onboard_s),
-        e.webhook_per_s.max(e.dps_per_s).max(e.hubs_per_s),
+        e.webhook_per_s.max(e.dps_per_s).max(e.hubs_per_s).max(e.connections_per_s),
         e.dps_instances_needed, e.hub_units_needed, e.webhook_instances_needed,
         capacity::human(e.onboard_unbound_s)
     );

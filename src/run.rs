@@ -185,22 +185,9 @@ pub async fn run(
     let classes = s.classes.len();
     let outcome = match s.target.mode {
         Mode::Webhook => {
-            let embedded = match &s.target.url {
-                Some(_) => None,
-                None => {
-                    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-                    let config = server::Config {
-                        policy: s.policy,
-                        faults: s.fault_rules(),
-                        echo_payload: s.echo_payload,
-                    };
-                    Some(
-                        server::spawn(addr, config)
-                            .await
-                            .map_err(|source| RunError::Embedded { addr, source })?,
-                    )
-                }
-            };
+            let embedded = server::spawn_embedded(s)
+                .await
+                .map_err(|(addr, source)| RunError::Embedded { addr, source })?;
             let url = match (&s.target.url, &embedded) {
                 (Some(u), _) => u.expose().to_owned(),
                 (None, Some(h)) => format!("http://{}/api/HttpTrigger1?code=embedded", h.addr),

@@ -119,22 +119,9 @@ enum Proto {
 /// Starts the emulator for a scenario.
 pub async fn start(s: &Scenario, opts: &Options) -> Result<Running, ServeError> {
     let mut addrs = Addrs::default();
-    let webhook = match &s.target.url {
-        Some(_) => None,
-        None => {
-            let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-            let config = server::Config {
-                policy: s.policy,
-                faults: s.fault_rules(),
-                echo_payload: s.echo_payload,
-            };
-            Some(
-                server::spawn(addr, config)
-                    .await
-                    .map_err(|source| ServeError::Bind { addr, source })?,
-            )
-        }
-    };
+    let webhook = server::spawn_embedded(s)
+        .await
+        .map_err(|(addr, source)| ServeError::Bind { addr, source })?;
     addrs.webhook = webhook.as_ref().map(|w| w.addr);
     let url = match (&s.target.url, &webhook) {
         (Some(u), _) => Some(u.expose().to_owned()),

@@ -67,6 +67,24 @@ impl Handle {
     }
 }
 
+/// The reference webhook a scenario needs when it names no webhook URL, on `127.0.0.1:0` with
+/// the scenario's policy, faults and payload echo; `None` when `target.url` is set. The error
+/// names the address that could not be bound.
+pub async fn spawn_embedded(
+    s: &crate::scenario::Scenario,
+) -> Result<Option<Handle>, (SocketAddr, std::io::Error)> {
+    if s.target.url.is_some() {
+        return Ok(None);
+    }
+    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
+    let config = Config {
+        policy: s.policy,
+        faults: s.fault_rules(),
+        echo_payload: s.echo_payload,
+    };
+    spawn(addr, config).await.map(Some).map_err(|e| (addr, e))
+}
+
 /// Binds `addr` and serves in a background task.
 pub async fn spawn(addr: SocketAddr, config: Config) -> std::io::Result<Handle> {
     let listener = TcpListener::bind(addr).await?;

@@ -81,8 +81,27 @@ pub fn device_token(
     key_name: Option<&str>,
 ) -> Result<String, KeyError> {
     let key = decode_key(device_key_b64)?;
+    Ok(device_token_with_key(
+        id_scope,
+        registration_id,
+        &key,
+        expiry_unix,
+        encoding,
+        key_name,
+    ))
+}
+
+/// [`device_token`] with the device key already decoded (drivers derive it as raw bytes).
+pub fn device_token_with_key(
+    id_scope: &str,
+    registration_id: &str,
+    device_key: &[u8],
+    expiry_unix: u64,
+    encoding: SrEncoding,
+    key_name: Option<&str>,
+) -> String {
     let sr = encode_sr(&registration_resource(id_scope, registration_id), encoding);
-    Ok(token(&key, &sr, expiry_unix, key_name))
+    token(device_key, &sr, expiry_unix, key_name)
 }
 
 /// Builds an IoT Hub service token for a hub host name (dps-protocol.md §9).

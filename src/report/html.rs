@@ -25,6 +25,11 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// A legend entry: a short line in the series' colour.
+fn swatch(c: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
+    move |(x, y)| PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
+}
+
 /// The latency percentile spectrum: x = nines (0 = 0 %, 1 = 90 %, 2 = 99 %, 3 = 99.9 %), y = ms.
 pub fn spectrum_svg(series: &[(&str, &Histogram<u64>, RGBColor)]) -> String {
     type Line<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
@@ -84,10 +89,7 @@ pub fn spectrum_svg(series: &[(&str, &Histogram<u64>, RGBColor)]) -> String {
             .draw();
         for (name, v, c) in &pts {
             if let Ok(s) = chart.draw_series(LineSeries::new(v.clone(), c.stroke_width(2))) {
-                let c = *c;
-                s.label(*name).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
-                });
+                s.label(*name).legend(swatch(*c));
             }
         }
         let _ = chart
@@ -137,19 +139,15 @@ pub fn timeline_svg(t: &[(u64, u64, u64, u64)]) -> String {
             t.iter().map(|p| (p.0 as f64, p.1 as f64)),
             blue.stroke_width(2),
         )) {
-            s.label("answers/s").legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], blue.stroke_width(2))
-            });
+            s.label("answers/s").legend(swatch(blue));
         }
-        for (name, idx, c) in [("p50 ms", 2usize, orange), ("p99 ms", 3, red)] {
-            let series = t.iter().map(move |p| {
-                let v = if idx == 2 { p.2 } else { p.3 };
-                (p.0 as f64, v as f64 / 1000.0)
-            });
+        type Pick = fn(&(u64, u64, u64, u64)) -> u64;
+        let series: [(&str, Pick, RGBColor); 2] =
+            [("p50 ms", |p| p.2, orange), ("p99 ms", |p| p.3, red)];
+        for (name, pick, c) in series {
+            let series = t.iter().map(move |p| (p.0 as f64, pick(p) as f64 / 1000.0));
             if let Ok(s) = chart.draw_secondary_series(LineSeries::new(series, c.stroke_width(2))) {
-                s.label(name).legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 16, y)], c.stroke_width(2))
-                });
+                s.label(name).legend(swatch(c));
             }
         }
         let _ = chart
@@ -201,9 +199,7 @@ pub fn curve_svg(steps: &[(f64, f64, u64, bool)]) -> String {
             steps.iter().map(|s| (s.0, s.1)),
             blue.stroke_width(2),
         )) {
-            s.label("achieved/s").legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], blue.stroke_width(2))
-            });
+            s.label("achieved/s").legend(swatch(blue));
         }
         let _ = chart.draw_series(steps.iter().map(|s| {
             Circle::new(
@@ -216,9 +212,7 @@ pub fn curve_svg(steps: &[(f64, f64, u64, bool)]) -> String {
             steps.iter().map(|s| (s.0, s.2 as f64 / 1000.0)),
             red.stroke_width(2),
         )) {
-            s.label("p99 ms").legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 16, y)], red.stroke_width(2))
-            });
+            s.label("p99 ms").legend(swatch(red));
         }
         let _ = chart
             .configure_series_labels()

@@ -15,7 +15,7 @@ use hyper_util::client::legacy::Client as Hyper;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-use super::{device_token, Attempt, Endpoint, Polling, CLIENT_VERSION};
+use super::{Attempt, Endpoint, Polling, CLIENT_VERSION};
 use crate::dps::wire::{self, OperationStatus};
 use crate::metrics::End;
 use crate::sas::url_encode;
@@ -101,15 +101,11 @@ impl Client {
         &self,
         ep: &Endpoint,
         id: &str,
-        key: &str,
+        token: &str,
         body: &[u8],
         polling: &Polling,
     ) -> Attempt {
         let mut a = Attempt::default();
-        let token = match device_token(&ep.id_scope, id, key) {
-            Ok(t) => t,
-            Err(e) => return a.fail(End::Transport, format!("[generator] {e}"), None),
-        };
         let path = format!(
             "{}/{}/registrations/{}",
             self.base,
@@ -125,7 +121,7 @@ impl Client {
         loop {
             a.requests += 1;
             let (status, retry_after, bytes) =
-                match self.send(method, &url, &token, payload.clone()).await {
+                match self.send(method, &url, token, payload.clone()).await {
                     Ok(r) => r,
                     Err((end, msg)) => return a.fail(end, msg, None),
                 };

@@ -111,7 +111,8 @@ pub struct DeviceExecutor {
     mode: Mode,
     endpoint: Endpoint,
     group: Option<GroupKey>,
-    individuals: HashMap<String, String>,
+    /// Lower-cased registration ID → the individual enrollment's key (decoded once).
+    individuals: HashMap<String, Vec<u8>>,
     classes: Vec<ClassPlan>,
     population: u64,
     timeout: Duration,
@@ -155,12 +156,11 @@ impl DeviceExecutor {
             .individuals
             .iter()
             .map(|i| {
-                (
-                    i.registration_id.to_ascii_lowercase(),
-                    i.primary_key.expose().to_owned(),
-                )
+                crate::device::keys::decode_key(i.primary_key.expose())
+                    .map(|k| (i.registration_id.to_ascii_lowercase(), k))
+                    .map_err(|e| e.to_string())
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         let classes = s
             .classes
             .iter()
@@ -206,29 +206,28 @@ impl DeviceExecutor {
         self
     }
 
-    fn key_of(&self, id: &str) -> Option<String> {
+    /// The device's SAS token (upper-case `sr`, `skn=registration`, as the docs and SDK-C#
+    /// send), signed with its individual key or its key derived from the group's prepared HMAC.
+    fn token_of(&self, id: &str) -> Option<String> {
+        let se = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            + TOKEN_TTL;
+        let sign = |key: &[u8]| {
+            sas::device_token_with_key(
+                &self.endpoint.id_scope,
+                id,
+                key,
+                se,
+                SrEncoding::Upper,
+                Some("registration"),
+            )
+        };
         match self.individuals.get(&id.to_ascii_lowercase()) {
-            Some(k) => Some(k.clone()),
-            None => self.group.as_ref().map(|g| g.derive(id)),
+            Some(k) => Some(sign(k)),
+            None => self.group.as_ref().map(|g| sign(&g.derive_raw(id))),
         }
     }
-}
-
-/// A device's SAS token (upper-case `sr`, `skn=registration`, as the docs and SDK-C# send).
-pub fn device_token(id_scope: &str, id: &str, key: &str) -> Result<String, String> {
-    let se = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-        + TOKEN_TTL;
-    sas::device_token(
-        id_scope,
-        id,
-        key,
-        se,
-        SrEncoding::Upper,
-        Some("registration"),
-    )
-    .map_err(|e| e.to_string())
 }
 
 /// The register body: `{"registrationId": …, "payload": …}` (payload only when set).
@@ -247,24 +246,22 @@ impl Executor for DeviceExecutor {
         let round = job.index / self.population;
         let sent = Instant::now();
         let body = register_body(&id, plan.class.payload_json.as_deref());
-        let attempt = match self.key_of(&id) {
+        let attempt = match self.token_of(&id) {
             None => Attempt::default().fail(
                 End::Transport,
                 "[generator] no key for this device".into(),
                 None,
             ),
-            Some(key) => {
-                let body = body.clone();
+            Some(token) => {
                 let run = async {
-                    match self.mode {
-                        Mode::Https => match &self.https {
-                            Some(c) => {
-                                c.register(&self.endpoint, &id, &key, &body, &self.polling)
-                                    .await
-                            }
-                            None => Attempt::default(),
-                        },
-                        _ => mqtt::register(&self.endpoint, &id, &key, body, &self.polling).await,
+                    match &self.https {
+                        Some(c) => {
+                            c.register(&self.endpoint, &id, &token, &body, &self.polling)
+                                .await
+                        }
+                        None => {
+                            mqtt::register(&self.endpoint, &id, &token, &body, &self.polling).await
+                        }
                     }
                 };
                 match tokio::time::timeout(self.timeout, run).await {

@@ -14,7 +14,7 @@ use rumqttc::{
 };
 use tokio::time::Instant;
 
-use super::{device_token, Attempt, Endpoint, Polling, CLIENT_VERSION};
+use super::{Attempt, Endpoint, Polling, CLIENT_VERSION};
 use crate::dps::codes;
 use crate::dps::wire::{self, OperationStatus};
 use crate::metrics::End;
@@ -48,15 +48,11 @@ fn classify(e: &ConnectionError) -> (End, String, Option<u32>) {
 pub async fn register(
     ep: &Endpoint,
     id: &str,
-    key: &str,
-    body: Vec<u8>,
+    token: &str,
+    body: &[u8],
     polling: &Polling,
 ) -> Attempt {
     let mut a = Attempt::default();
-    let token = match device_token(&ep.id_scope, id, key) {
-        Ok(t) => t,
-        Err(e) => return a.fail(End::Transport, format!("[generator] {e}"), None),
-    };
     let mut opts = MqttOptions::new(id, ep.host.clone(), ep.port);
     opts.set_credentials(wire::username(&ep.id_scope, id, CLIENT_VERSION), token);
     opts.set_keep_alive(Duration::from_secs(60));
@@ -102,7 +98,7 @@ pub async fn register(
     let mut payload = body;
     let mut throttled_in_a_row = 0;
     let _ = client
-        .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+        .publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_vec())
         .await;
     a.requests += 1;
     let outcome = loop {
@@ -146,7 +142,7 @@ pub async fn register(
                 a.phases.retry_wait += wait;
                 tokio::time::sleep(wait).await;
                 topic = wire::poll_topic(&next(&mut rid), &op.operation_id);
-                payload = b" ".to_vec();
+                payload = b" ";
                 a.phases.polls += 1;
             }
             s if s == 429 || s >= 500 => {
@@ -178,7 +174,7 @@ pub async fn register(
             }
         }
         let _ = client
-            .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+            .publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_vec())
             .await;
         a.requests += 1;
     };

@@ -9,9 +9,11 @@
 //! wire protocols in `mqtt.rs` and `https.rs` only translate packets to these calls.
 
 mod allocate;
+mod counters;
 pub mod https;
 pub mod hub;
 pub mod mqtt;
+mod reply;
 pub mod serve;
 mod store;
 pub mod tls;
@@ -25,51 +27,18 @@ use serde_json::Value;
 
 use crate::device::keys::{decode_key, GroupKey};
 use crate::dps::allocation::RequestTemplate;
-use crate::dps::wire::{ErrorDetails, OperationStatus, RegistrationState};
+use crate::dps::wire::{OperationStatus, RegistrationState};
 use crate::dps::{codes, outcome::Rules};
 use crate::scenario::{EmulatorOptions, Scenario};
 use crate::webhook::client::WebhookClient;
+pub use counters::Counters;
 use hub::Hub;
+pub use reply::Reply;
 
 /// Error code of a throttled request: DPS's own 429 codes are UNCONFIRMED; 429001 is IoT Hub's.
 pub const THROTTLED: u32 = 429_001;
 /// Error code of an unknown operation (our choice; DPS's 404 codes are UNCONFIRMED).
 pub const NOT_FOUND: u32 = 404_201;
-
-/// An answer to a device request, whatever the transport.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Reply {
-    /// HTTP status (also the MQTT response topic's status).
-    pub status: u16,
-    /// JSON body.
-    pub body: Vec<u8>,
-    /// `retry-after` seconds (202 and 429).
-    pub retry_after: Option<u32>,
-}
-
-impl Reply {
-    fn json(status: u16, v: &impl serde::Serialize, retry_after: Option<u32>) -> Self {
-        Self {
-            status,
-            body: serde_json::to_vec(v).expect("wire types serialise"),
-            retry_after,
-        }
-    }
-
-    /// `ProvisioningServiceErrorDetails` with a fresh tracking ID.
-    pub fn error(status: u16, code: u32, message: &str, retry_after: Option<u32>) -> Self {
-        Self::json(
-            status,
-            &ErrorDetails {
-                error_code: code,
-                tracking_id: random_id(),
-                message: message.to_owned(),
-                timestamp_utc: now_rfc3339(),
-            },
-            retry_after,
-        )
-    }
-}
 
 /// Which enrollment a device registers through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -128,7 +97,6 @@ struct GroupEnrollment {
 }
 
 struct IndividualEnrollment {
-    id_lc: String,
     primary: Vec<u8>,
     secondary: Option<Vec<u8>>,
 }
@@ -168,42 +136,6 @@ struct State {
 /// poll within seconds). Keeps memory flat under load.
 pub const OPERATION_RETENTION: Duration = Duration::from_secs(60);
 
-/// Counters for the log and the stats line.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// Register requests accepted.
-    pub registrations: AtomicU64,
-    /// Poll requests answered.
-    pub polls: AtomicU64,
-    /// Requests answered 429.
-    pub throttled: AtomicU64,
-    /// Devices refused at authentication.
-    pub refused: AtomicU64,
-    /// Terminal `assigned`.
-    pub assigned: AtomicU64,
-    /// Terminal `failed`.
-    pub failed: AtomicU64,
-    /// Terminal `disabled`.
-    pub disabled: AtomicU64,
-}
-
-impl Counters {
-    /// The counters as a JSON object (`GET /stats`).
-    pub fn json(&self) -> String {
-        let n = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        serde_json::json!({
-            "registrations": n(&self.registrations),
-            "polls": n(&self.polls),
-            "throttled": n(&self.throttled),
-            "refused": n(&self.refused),
-            "assigned": n(&self.assigned),
-            "failed": n(&self.failed),
-            "disabled": n(&self.disabled),
-        })
-        .to_string()
-    }
-}
-
 /// The emulator.
 pub struct Emulator {
     opts: EmulatorOptions,
@@ -211,6 +143,8 @@ pub struct Emulator {
     rules: Rules,
     group: Option<GroupEnrollment>,
     individuals: Vec<IndividualEnrollment>,
+    /// Lower-cased registration ID → index in `individuals` (the scenario's order).
+    individual_index: HashMap<String, usize>,
     webhook: Option<WebhookClient>,
     templates: Templates,
     state: Mutex<State>,
@@ -257,7 +191,6 @@ impl Emulator {
             .iter()
             .map(|i| {
                 Ok(IndividualEnrollment {
-                    id_lc: i.registration_id.to_ascii_lowercase(),
                     primary: key(i.primary_key.expose())?,
                     secondary: i
                         .secondary_key
@@ -306,8 +239,17 @@ impl Emulator {
                 .map(|i| RequestTemplate::new(&i.record, true, &i.offered_hubs))
                 .collect(),
         };
+        let individual_index = s
+            .enrollment
+            .individuals
+            .iter()
+            .enumerate()
+            .rev() // the first of duplicate IDs wins, as a linear search would find it
+            .map(|(i, e)| (e.registration_id.to_ascii_lowercase(), i))
+            .collect();
         Ok(Self {
             templates,
+            individual_index,
             opts: s.emulator.clone(),
             scenario: s.clone(),
             rules: s.rules.clone(),
@@ -380,32 +322,37 @@ impl Emulator {
             return Err(AuthError::Resource(resource));
         }
         let lc = registration_id.to_ascii_lowercase();
-        let (via, primary, secondary): (Via, Vec<u8>, Option<Vec<u8>>) =
-            match self.individuals.iter().position(|i| i.id_lc == lc) {
-                Some(i) => (
+        // Which key signed it: the primary (false) or the secondary (true).
+        let which = |primary: &[u8], secondary: Option<&[u8]>| {
+            if t.verify(primary) {
+                Ok(false)
+            } else if secondary.is_some_and(|k| t.verify(k)) {
+                Ok(true)
+            } else {
+                Err(AuthError::Signature)
+            }
+        };
+        let (via, secondary_used) = match self.individual_index.get(&lc) {
+            Some(&i) => {
+                let e = &self.individuals[i];
+                (
                     Via::Individual(i),
-                    self.individuals[i].primary.clone(),
-                    self.individuals[i].secondary.clone(),
-                ),
-                None => match &self.group {
-                    // Devices derive their key from the ID as they spell it; DPS's case handling
-                    // is UNCONFIRMED, so both the given and the lower-case spelling are tried.
-                    Some(g) => (
+                    which(&e.primary, e.secondary.as_deref())?,
+                )
+            }
+            // Group devices derive their key from the ID as they spell it (DPS's case handling
+            // is UNCONFIRMED); lookups elsewhere are case-insensitive.
+            None => match &self.group {
+                Some(g) => {
+                    let secondary = g.secondary.as_ref().map(|k| k.derive_raw(registration_id));
+                    let primary = g.primary.derive_raw(registration_id);
+                    (
                         Via::Group,
-                        g.primary.derive_raw(registration_id).to_vec(),
-                        g.secondary
-                            .as_ref()
-                            .map(|k| k.derive_raw(registration_id).to_vec()),
-                    ),
-                    None => return Err(AuthError::Unknown(registration_id.to_owned())),
-                },
-            };
-        let secondary_used = if t.verify(&primary) {
-            false
-        } else if secondary.as_ref().is_some_and(|k| t.verify(k)) {
-            true
-        } else {
-            return Err(AuthError::Signature);
+                        which(&primary, secondary.as_ref().map(|k| &k[..]))?,
+                    )
+                }
+                None => return Err(AuthError::Unknown(registration_id.to_owned())),
+            },
         };
         if self.opts.key_pinning {
             let st = self.state.lock().expect("state lock");

@@ -1,15 +1,74 @@
-//! Validation of the device-registration settings in `[target]` (modes `mqtt` and `https`):
-//! endpoint, ID scope, TLS trust, hub connection strings, timeouts, polling and back-off.
+//! The device-registration settings in `[target]` (modes `mqtt` and `https`), their types and
+//! validation: endpoint, ID scope, TLS trust, hub connection strings, timeouts, polling, back-off.
 //! Secrets (`${DPS_GROUP_KEY}`, connection strings) are expanded here and kept as [`Secret`]s.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use super::error::ScenarioError;
 use super::raw;
 use super::validate::Validator;
-use super::{DeviceTarget, Secret, Trust};
+use super::Secret;
 
 type Result<T> = std::result::Result<T, ScenarioError>;
+
+/// How devices reach DPS.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Trust {
+    /// The embedded emulator's generated CA.
+    Emulator,
+    /// The system's root certificates (real Azure).
+    System,
+    /// A PEM file of trusted certificates.
+    Pem(PathBuf),
+    /// No TLS (the emulator's plain listeners).
+    Plain,
+}
+
+/// Device registration settings (`[target]` in `mqtt`/`https` mode).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceTarget {
+    /// `host:port` of DPS; `None` = the embedded emulator, started in-process.
+    pub endpoint: Option<(String, u16)>,
+    /// ID scope; `None` = the emulator's.
+    pub id_scope: Option<String>,
+    /// TLS trust.
+    pub tls: Trust,
+    /// IoT Hub connection strings for twin verification (the emulator's own when embedded).
+    pub hub_connection_strings: Vec<Secret>,
+    /// A device's whole registration must end within this.
+    pub device_timeout: Duration,
+    /// `retry-after` is honoured but raised to at least this…
+    pub poll_floor: Duration,
+    /// …and lowered to at most this.
+    pub poll_cap: Duration,
+    /// First back-off after a 429 without `retry-after` (doubled each time, with jitter).
+    pub backoff_initial: Duration,
+    /// Largest back-off.
+    pub backoff_max: Duration,
+    /// Read each assigned device's twin from its hub and check it.
+    pub verify_twins: bool,
+    /// Twin reads per second at most (separate from the registration rate).
+    pub twin_rate: f64,
+}
+
+impl Default for DeviceTarget {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            id_scope: None,
+            tls: Trust::Emulator,
+            hub_connection_strings: Vec::new(),
+            device_timeout: Duration::from_secs(60),
+            poll_floor: Duration::ZERO,
+            poll_cap: Duration::from_secs(60),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(30),
+            verify_twins: true,
+            twin_rate: 500.0,
+        }
+    }
+}
 
 impl Validator<'_> {
     pub(super) fn device_target(&self, t: &raw::Target) -> Result<DeviceTarget> {

@@ -1,6 +1,7 @@
-//! Validation of `[emulator]`: how the embedded DPS emulator behaves where the scenario's
-//! enrollment does not say (ID scope, allocation policy, hub weights, timing, quotas).
-//! Defaults and the UNCONFIRMED choices behind them are documented in scenarios/README.md.
+//! `[emulator]`: how the embedded DPS emulator behaves where the scenario's enrollment does not
+//! say (ID scope, allocation policy, hub weights, timing, quotas), its types and validation; also
+//! the validation of `[capacity]` and `[load] search`. Defaults and the UNCONFIRMED choices
+//! behind them are documented in scenarios/README.md.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -8,9 +9,106 @@ use std::time::Duration;
 use super::error::ScenarioError;
 use super::raw;
 use super::validate::Validator;
-use super::{Allocation, EmulatorOptions, HubOptions, Throttle};
 
 type Result<T> = std::result::Result<T, ScenarioError>;
+
+/// `[emulator]`: the DPS emulator's own settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmulatorOptions {
+    /// ID scope devices must use.
+    pub id_scope: String,
+    /// Allocation policy of every enrollment.
+    pub allocation: Allocation,
+    /// `retry-after` in 202 answers, seconds.
+    pub retry_after: u32,
+    /// Time allocation takes before it starts (on top of the webhook's own time).
+    pub assignment_delay: Duration,
+    /// Answer the register request with the terminal 200 (MQTT); HTTPS still answers 202.
+    pub immediate: bool,
+    /// The linked hubs with their allocation settings.
+    pub hubs: Vec<HubOptions>,
+    /// DPS quotas, when emulated.
+    pub throttle: Option<Throttle>,
+    /// Keep registrations in this file across restarts.
+    pub persist: Option<PathBuf>,
+    /// After a device registered with one key (primary/secondary), refuse the other.
+    pub key_pinning: bool,
+    /// Accepted clock skew on SAS expiry.
+    pub sas_skew: Duration,
+}
+
+impl Default for EmulatorOptions {
+    fn default() -> Self {
+        Self {
+            id_scope: "0ne00000A0A".into(),
+            allocation: Allocation::Custom,
+            retry_after: 3,
+            assignment_delay: Duration::ZERO,
+            immediate: false,
+            hubs: Vec::new(),
+            throttle: None,
+            persist: None,
+            key_pinning: true,
+            sas_skew: Duration::from_secs(300),
+        }
+    }
+}
+
+/// DPS allocation policies (dps-protocol.md §6).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Allocation {
+    /// POST the AllocationRequest to the webhook.
+    Custom,
+    /// Weighted hash of the registration ID.
+    Hashed,
+    /// The enrollment's single hub.
+    Static,
+    /// The lowest-latency hub.
+    GeoLatency,
+}
+
+impl Allocation {
+    /// The REST name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Allocation::Custom => "custom",
+            Allocation::Hashed => "hashed",
+            Allocation::Static => "static",
+            Allocation::GeoLatency => "geoLatency",
+        }
+    }
+}
+
+/// A linked hub as the emulator's allocation sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubOptions {
+    /// Host name.
+    pub host: String,
+    /// `allocationWeight` (1–1000).
+    pub weight: u32,
+    /// `applyAllocationPolicy`: false = never chosen by hashed/geoLatency allocation.
+    pub apply_allocation_policy: bool,
+    /// Latency used by `geoLatency`.
+    pub latency: Duration,
+}
+
+/// Emulated DPS quotas (dps-protocol.md §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Throttle {
+    /// Registrations per minute per service (1,000 today).
+    pub registrations_per_minute: u32,
+    /// Polls per 10 seconds per device (5).
+    pub polls_per_10s: u32,
+}
+
+impl Default for Throttle {
+    fn default() -> Self {
+        Self {
+            registrations_per_minute: 1000,
+            polls_per_10s: 5,
+        }
+    }
+}
 
 impl Validator<'_> {
     pub(super) fn emulator(

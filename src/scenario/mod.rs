@@ -7,6 +7,9 @@
 mod classes;
 mod device;
 mod emulator;
+
+pub use device::{DeviceTarget, Trust};
+pub use emulator::{Allocation, EmulatorOptions, HubOptions, Throttle};
 mod enrollment;
 mod error;
 mod gate;
@@ -97,104 +100,6 @@ pub struct CapacityOptions {
     pub limits: crate::capacity::Limits,
 }
 
-/// `[emulator]`: the DPS emulator's own settings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EmulatorOptions {
-    /// ID scope devices must use.
-    pub id_scope: String,
-    /// Allocation policy of every enrollment.
-    pub allocation: Allocation,
-    /// `retry-after` in 202 answers, seconds.
-    pub retry_after: u32,
-    /// Time allocation takes before it starts (on top of the webhook's own time).
-    pub assignment_delay: Duration,
-    /// Answer the register request with the terminal 200 (MQTT); HTTPS still answers 202.
-    pub immediate: bool,
-    /// The linked hubs with their allocation settings.
-    pub hubs: Vec<HubOptions>,
-    /// DPS quotas, when emulated.
-    pub throttle: Option<Throttle>,
-    /// Keep registrations in this file across restarts.
-    pub persist: Option<PathBuf>,
-    /// After a device registered with one key (primary/secondary), refuse the other.
-    pub key_pinning: bool,
-    /// Accepted clock skew on SAS expiry.
-    pub sas_skew: Duration,
-}
-
-impl Default for EmulatorOptions {
-    fn default() -> Self {
-        Self {
-            id_scope: "0ne00000A0A".into(),
-            allocation: Allocation::Custom,
-            retry_after: 3,
-            assignment_delay: Duration::ZERO,
-            immediate: false,
-            hubs: Vec::new(),
-            throttle: None,
-            persist: None,
-            key_pinning: true,
-            sas_skew: Duration::from_secs(300),
-        }
-    }
-}
-
-/// DPS allocation policies (dps-protocol.md §6).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Allocation {
-    /// POST the AllocationRequest to the webhook.
-    Custom,
-    /// Weighted hash of the registration ID.
-    Hashed,
-    /// The enrollment's single hub.
-    Static,
-    /// The lowest-latency hub.
-    GeoLatency,
-}
-
-impl Allocation {
-    /// The REST name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Allocation::Custom => "custom",
-            Allocation::Hashed => "hashed",
-            Allocation::Static => "static",
-            Allocation::GeoLatency => "geoLatency",
-        }
-    }
-}
-
-/// A linked hub as the emulator's allocation sees it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HubOptions {
-    /// Host name.
-    pub host: String,
-    /// `allocationWeight` (1–1000).
-    pub weight: u32,
-    /// `applyAllocationPolicy`: false = never chosen by hashed/geoLatency allocation.
-    pub apply_allocation_policy: bool,
-    /// Latency used by `geoLatency`.
-    pub latency: Duration,
-}
-
-/// Emulated DPS quotas (dps-protocol.md §8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Throttle {
-    /// Registrations per minute per service (1,000 today).
-    pub registrations_per_minute: u32,
-    /// Polls per 10 seconds per device (5).
-    pub polls_per_10s: u32,
-}
-
-impl Default for Throttle {
-    fn default() -> Self {
-        Self {
-            registrations_per_minute: 1000,
-            polls_per_10s: 5,
-        }
-    }
-}
-
 /// `[check]`: how `loadtest check` exercises the classes.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CheckOptions {
@@ -249,64 +154,6 @@ impl Mode {
             Mode::Webhook => "webhook",
             Mode::Mqtt => "mqtt",
             Mode::Https => "https",
-        }
-    }
-}
-
-/// How devices reach DPS.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Trust {
-    /// The embedded emulator's generated CA.
-    Emulator,
-    /// The system's root certificates (real Azure).
-    System,
-    /// A PEM file of trusted certificates.
-    Pem(PathBuf),
-    /// No TLS (the emulator's plain listeners).
-    Plain,
-}
-
-/// Device registration settings (`[target]` in `mqtt`/`https` mode).
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeviceTarget {
-    /// `host:port` of DPS; `None` = the embedded emulator, started in-process.
-    pub endpoint: Option<(String, u16)>,
-    /// ID scope; `None` = the emulator's.
-    pub id_scope: Option<String>,
-    /// TLS trust.
-    pub tls: Trust,
-    /// IoT Hub connection strings for twin verification (the emulator's own when embedded).
-    pub hub_connection_strings: Vec<Secret>,
-    /// A device's whole registration must end within this.
-    pub device_timeout: Duration,
-    /// `retry-after` is honoured but raised to at least this…
-    pub poll_floor: Duration,
-    /// …and lowered to at most this.
-    pub poll_cap: Duration,
-    /// First back-off after a 429 without `retry-after` (doubled each time, with jitter).
-    pub backoff_initial: Duration,
-    /// Largest back-off.
-    pub backoff_max: Duration,
-    /// Read each assigned device's twin from its hub and check it.
-    pub verify_twins: bool,
-    /// Twin reads per second at most (separate from the registration rate).
-    pub twin_rate: f64,
-}
-
-impl Default for DeviceTarget {
-    fn default() -> Self {
-        Self {
-            endpoint: None,
-            id_scope: None,
-            tls: Trust::Emulator,
-            hub_connection_strings: Vec::new(),
-            device_timeout: Duration::from_secs(60),
-            poll_floor: Duration::ZERO,
-            poll_cap: Duration::from_secs(60),
-            backoff_initial: Duration::from_secs(1),
-            backoff_max: Duration::from_secs(30),
-            verify_twins: true,
-            twin_rate: 500.0,
         }
     }
 }

@@ -16,7 +16,7 @@ use crate::pacing::Schedule;
 use crate::progress::Progress;
 use crate::report::Summary;
 use crate::scenario::{Mode, Rate, Scenario};
-use crate::threshold::{RunView, Threshold};
+use crate::threshold::{RunView, Selection, Threshold};
 use crate::webhook::server;
 
 /// Command-line values that override the scenario file.
@@ -39,6 +39,8 @@ pub struct Overrides {
     /// `--shard i/n` (0-based `i`): this process runs a disjoint slice of the population at 1/n
     /// of the rate.
     pub shard: Option<(u32, u32)>,
+    /// `--thresholds`: which thresholds are evaluated.
+    pub thresholds: Selection,
 }
 
 /// A run could not be carried out.
@@ -177,7 +179,11 @@ pub async fn run(
         examples: s.report.examples,
         observe,
         // A check's transcript must cover the whole sample, so only `run` stops early.
-        watch: if observe { None } else { abort_watch(s) },
+        watch: if observe {
+            None
+        } else {
+            abort_watch(s, o.thresholds)
+        },
         interval_log: Some(s.classes.iter().map(|c| c.name.clone()).collect()),
     };
     let started = SystemTime::now();
@@ -224,7 +230,7 @@ pub async fn run(
     summary.set_thresholds(
         s.thresholds
             .iter()
-            .map(|t| (t.evaluate(&view), t.abort_on_fail))
+            .map(|t| (t.verdict(&view, o.thresholds), t.abort_on_fail))
             .collect(),
         outcome.aborted.clone(),
     );
@@ -267,11 +273,11 @@ pub async fn run(
 }
 
 /// The early-stop check for thresholds with `abort_on_fail`.
-fn abort_watch(s: &Scenario) -> Option<Watch> {
+fn abort_watch(s: &Scenario, selection: Selection) -> Option<Watch> {
     let watched: Vec<Threshold> = s
         .thresholds
         .iter()
-        .filter(|t| t.abort_on_fail)
+        .filter(|t| t.abort_on_fail && selection.includes(t))
         .cloned()
         .collect();
     if watched.is_empty() {

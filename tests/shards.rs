@@ -34,6 +34,8 @@ fn three_shards_merged_equal_one_run() {
                 .args([
                     "run",
                     s,
+                    "--thresholds",
+                    "counts",
                     "--shard",
                     &format!("{i}/3"),
                     "--out",

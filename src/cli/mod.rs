@@ -19,6 +19,7 @@ use crate::driver::Stop;
 use crate::report::Summary;
 use crate::run::{self, Overrides};
 use crate::scenario::{Rate, Scenario};
+use crate::threshold::Selection;
 use crate::webhook::policy::Policy;
 use crate::webhook::server;
 use dps::{dps_serve, DpsServeArgs};
@@ -105,6 +106,10 @@ struct PlanArgs {
     /// Plan directory (default: reports/<scenario>-plan-<UTC timestamp>/).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Which thresholds to evaluate: all, counts (skip latency, service-time, schedule-lag and
+    /// throughput thresholds, whose verdict depends on how busy the machine is), none.
+    #[arg(long, value_parser = parse_selection, default_value = "all")]
+    thresholds: Selection,
 }
 
 #[derive(Debug, Subcommand)]
@@ -122,6 +127,9 @@ enum ReportCommand {
         /// The scenario (default: the `scenario_file` recorded in the first report).
         #[arg(long)]
         scenario: Option<PathBuf>,
+        /// Which thresholds to evaluate on the merged run: all, counts, none.
+        #[arg(long, value_parser = parse_selection, default_value = "all")]
+        thresholds: Selection,
     },
 }
 
@@ -167,6 +175,10 @@ struct RunArgs {
     /// the shards' reports with `loadtest report merge`.
     #[arg(long, value_parser = parse_shard)]
     shard: Option<(u32, u32)>,
+    /// Which thresholds to evaluate: all, counts (skip latency, service-time, schedule-lag and
+    /// throughput thresholds, whose verdict depends on how busy the machine is), none.
+    #[arg(long, value_parser = parse_selection, default_value = "all")]
+    thresholds: Selection,
 }
 
 #[derive(Debug, Args)]
@@ -194,6 +206,10 @@ struct CheckArgs {
     /// No live progress line.
     #[arg(long)]
     no_progress: bool,
+    /// Which thresholds to evaluate: all, counts (skip latency, service-time, schedule-lag and
+    /// throughput thresholds, whose verdict depends on how busy the machine is), none.
+    #[arg(long, value_parser = parse_selection, default_value = "all")]
+    thresholds: Selection,
 }
 
 #[derive(Debug, Subcommand)]
@@ -254,6 +270,15 @@ fn parse_shard(s: &str) -> Result<(u32, u32), String> {
         return Err(bad());
     }
     Ok((i, n))
+}
+
+fn parse_selection(s: &str) -> Result<Selection, String> {
+    Selection::parse(s).ok_or_else(|| {
+        format!(
+            "unknown threshold selection `{s}`; choose from: {}",
+            Selection::NAMES.join(", ")
+        )
+    })
 }
 
 fn parse_policy(s: &str) -> Result<Policy, String> {
@@ -327,8 +352,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             dirs,
             out,
             scenario,
+            thresholds,
         }) => {
-            let summary = crate::report::merge::merge(&dirs, scenario.as_deref(), &out)?;
+            let summary =
+                crate::report::merge::merge(&dirs, scenario.as_deref(), &out, thresholds)?;
             conclude(&summary, &out, None)
         }
     }
@@ -348,9 +375,11 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
         out: a.out,
         progress: !a.no_progress,
         shard: a.shard,
+        thresholds: a.thresholds,
     };
     run::apply(&mut s, &o)?;
-    let stop = on_ctrl_c(s.load.grace);
+    let stop = on_ctrl_c(s.load.grace)?;
+    banner("run", &s);
     let finished = run::run(&s, &o, stop, None).await?;
     conclude(&finished.summary, &finished.dir, a.junit.as_deref())
 }
@@ -364,10 +393,12 @@ async fn check_command(a: CheckArgs) -> anyhow::Result<u8> {
         url: a.url,
         out: a.out,
         progress: !a.no_progress,
+        thresholds: a.thresholds,
         ..Overrides::default()
     };
     run::apply(&mut s, &o)?;
-    let stop = on_ctrl_c(s.load.grace);
+    let stop = on_ctrl_c(s.load.grace)?;
+    banner("check", &s);
     let opts = conformance::CheckOptions {
         update: a.update_snapshots,
         snapshot: a.snapshot,
@@ -429,10 +460,12 @@ async fn plan_command(a: PlanArgs) -> anyhow::Result<u8> {
     let o = Overrides {
         url: a.url,
         out: a.out,
+        thresholds: a.thresholds,
         ..Overrides::default()
     };
     run::apply(&mut s, &o)?;
-    let stop = on_ctrl_c(s.load.grace);
+    let stop = on_ctrl_c(s.load.grace)?;
+    banner("plan", &s);
     let (plan, dir) = crate::plan::plan(&s, &o, a.fleet, stop.clone()).await?;
     print!("\n{}", crate::plan::markdown(&plan));
     println!("plan: {}", dir.join("report.html").display());
@@ -445,19 +478,45 @@ async fn plan_command(a: PlanArgs) -> anyhow::Result<u8> {
     })
 }
 
-/// Ctrl-C: the first stops scheduling, the second abandons in-flight requests.
-fn on_ctrl_c(grace: Duration) -> Stop {
+/// Ctrl-C: the first stops scheduling, the second abandons in-flight requests. The handler is
+/// registered before this returns (so a SIGINT right after the banner is never the default
+/// action that kills the process without a report).
+fn on_ctrl_c(grace: Duration) -> anyhow::Result<Stop> {
     let stop = Stop::default();
     let on_signal = stop.clone();
+    #[cfg(unix)]
+    let mut signal = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .context("installing the Ctrl-C handler")?;
     tokio::spawn(async move {
-        while tokio::signal::ctrl_c().await.is_ok() {
+        loop {
+            #[cfg(unix)]
+            let got = signal.recv().await.is_some();
+            #[cfg(not(unix))]
+            let got = tokio::signal::ctrl_c().await.is_ok();
+            if !got {
+                break;
+            }
             on_signal.request();
             if on_signal.level() == 1 {
                 eprintln!("\nstopping: no new requests; waiting up to {grace:?} for those in flight (Ctrl-C again to abandon them)");
             }
         }
     });
-    stop
+    Ok(stop)
+}
+
+/// One line on standard error before the work starts: what is driven at what (secrets masked).
+fn banner(command: &str, s: &Scenario) {
+    let rate = match s.load.rate {
+        Rate::Max => format!("closed loop, {} connections", s.load.connections),
+        Rate::PerSecond(r) => format!("{r}/s"),
+    };
+    eprintln!(
+        "loadtest {command}: scenario {} ({} mode) against {}, {rate}",
+        s.name,
+        s.target.mode.name(),
+        s.target_display()
+    );
 }
 
 /// Prints the summary, writes JUnit, and maps the verdict to an exit code.

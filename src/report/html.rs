@@ -365,7 +365,9 @@ pub fn render(s: &Summary, spectrum: &str, timeline: &str, extra: &str) -> Strin
             "<h2>Thresholds</h2><table><tr><th>threshold</th><th>measured</th><th>result</th></tr>"
         );
         for t in &s.thresholds {
-            let res = if t.passed {
+            let res = if t.skipped {
+                "skipped"
+            } else if t.passed {
                 "<span class=pass>pass</span>"
             } else {
                 "<span class=fail>fail</span>"

@@ -19,6 +19,8 @@ struct Case {
     classname: String,
     name: String,
     failure: Option<(String, &'static str, String)>,
+    /// Not evaluated: written as `<skipped message=...>`.
+    skipped: Option<String>,
 }
 
 fn cases(s: &Summary) -> Vec<Case> {
@@ -52,6 +54,7 @@ fn cases(s: &Summary) -> Vec<Case> {
             )
         });
         out.push(Case {
+            skipped: None,
             classname: format!("{}.expectations", s.scenario),
             name: c.name.clone(),
             failure,
@@ -60,6 +63,7 @@ fn cases(s: &Summary) -> Vec<Case> {
     let r = &s.requests;
     let unfinished = r.not_sent + s.abandoned();
     out.push(Case {
+        skipped: None,
         classname: format!("{}.requests", s.scenario),
         name: "every scheduled request finished".into(),
         failure: (unfinished > 0).then(|| {
@@ -81,6 +85,7 @@ fn cases(s: &Summary) -> Vec<Case> {
         out.push(Case {
             classname: format!("{}.thresholds", s.scenario),
             name: t.name.clone(),
+            skipped: t.skipped.then(|| t.measured.clone()),
             failure: (!t.passed || aborted).then(|| {
                 let mut msg = format!("measured {}; threshold {}", t.measured, t.name);
                 if aborted {
@@ -112,6 +117,7 @@ fn cases(s: &Summary) -> Vec<Case> {
             _ => None,
         };
         out.push(Case {
+            skipped: None,
             classname: format!("{}.snapshot", s.scenario),
             name: snap.path.clone(),
             failure,
@@ -124,6 +130,8 @@ fn cases(s: &Summary) -> Vec<Case> {
 pub fn render(s: &Summary) -> io::Result<String> {
     let cases = cases(s);
     let failures = cases.iter().filter(|c| c.failure.is_some()).count();
+    let skipped = cases.iter().filter(|c| c.skipped.is_some()).count();
+    let skipped = skipped.to_string();
     let (tests, failures, time) = (
         cases.len().to_string(),
         failures.to_string(),
@@ -146,7 +154,7 @@ pub fn render(s: &Summary) -> io::Result<String> {
                     ("tests", tests.as_str()),
                     ("failures", failures.as_str()),
                     ("errors", "0"),
-                    ("skipped", "0"),
+                    ("skipped", skipped.as_str()),
                     ("time", time.as_str()),
                     ("timestamp", s.started_at.get(..19).unwrap_or(&s.started_at)),
                     ("hostname", "localhost"),
@@ -173,11 +181,19 @@ pub fn render(s: &Summary) -> io::Result<String> {
                             ("classname", c.classname.as_str()),
                             ("time", "0"),
                         ]);
-                        match &c.failure {
-                            None => {
+                        match (&c.failure, &c.skipped) {
+                            (None, Some(why)) => {
+                                e.write_inner_content(|w| {
+                                    w.create_element("skipped")
+                                        .with_attributes([("message", why.as_str())])
+                                        .write_empty()?;
+                                    Ok(())
+                                })?;
+                            }
+                            (None, None) => {
                                 e.write_empty()?;
                             }
-                            Some((message, kind, text)) => {
+                            (Some((message, kind, text)), _) => {
                                 e.write_inner_content(|w| {
                                     w.create_element("failure")
                                         .with_attributes([

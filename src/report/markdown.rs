@@ -49,7 +49,11 @@ pub fn render(s: &Summary) -> String {
     if !s.thresholds.is_empty() {
         let _ = writeln!(o, "\n| threshold | measured | result |\n|---|---:|---|");
         for t in &s.thresholds {
-            let res = if t.passed { "✅" } else { "❌" };
+            let res = match (t.skipped, t.passed) {
+                (true, _) => "skipped",
+                (false, true) => "✅",
+                (false, false) => "❌",
+            };
             let _ = writeln!(o, "| `{}` | {} | {res} |", t.name, t.measured);
         }
     }

@@ -17,7 +17,7 @@ use crate::dps::OutcomeKey;
 use crate::driver::Outcome;
 use crate::metrics::{FieldStats, Metrics, PhaseHistos};
 use crate::scenario::Scenario;
-use crate::threshold::RunView;
+use crate::threshold::{RunView, Selection};
 
 /// The reports cannot be merged.
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,12 @@ fn add(into: &mut Histogram<u64>, from: Option<&Histogram<u64>>) {
 }
 
 /// Merges shard report directories into `out`; returns the merged summary.
-pub fn merge(dirs: &[PathBuf], scenario: Option<&Path>, out: &Path) -> Result<Summary, MergeError> {
+pub fn merge(
+    dirs: &[PathBuf],
+    scenario: Option<&Path>,
+    out: &Path,
+    selection: Selection,
+) -> Result<Summary, MergeError> {
     let shards = dirs
         .iter()
         .map(|d| read(d))
@@ -257,7 +262,7 @@ pub fn merge(dirs: &[PathBuf], scenario: Option<&Path>, out: &Path) -> Result<Su
     summary.set_thresholds(
         s.thresholds
             .iter()
-            .map(|t| (t.evaluate(&view), t.abort_on_fail))
+            .map(|t| (t.verdict(&view, selection), t.abort_on_fail))
             .collect(),
         outcome.aborted.clone(),
     );

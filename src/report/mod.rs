@@ -116,8 +116,10 @@ pub struct ThresholdResult {
     pub name: String,
     /// Measured value for display, or `no data`.
     pub measured: String,
-    /// Passed.
+    /// Passed (a skipped threshold counts as passed).
     pub passed: bool,
+    /// Not evaluated (`--thresholds counts|none`).
+    pub skipped: bool,
     /// Stops the run once it cannot pass.
     pub abort_on_fail: bool,
 }
@@ -396,6 +398,7 @@ impl Summary {
                 name: v.name,
                 measured: v.measured,
                 passed: v.passed,
+                skipped: v.skipped,
                 abort_on_fail,
             })
             .collect();

@@ -165,7 +165,11 @@ pub fn render(s: &Summary) -> String {
     if !s.thresholds.is_empty() {
         let _ = writeln!(o, "\nthresholds:");
         for t in &s.thresholds {
-            let mark = if t.passed { "ok  " } else { "FAIL" };
+            let mark = match (t.skipped, t.passed) {
+                (true, _) => "skip",
+                (false, true) => "ok  ",
+                (false, false) => "FAIL",
+            };
             let _ = writeln!(o, "  {mark}  {}  (measured {})", t.name, t.measured);
         }
     }

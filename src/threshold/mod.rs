@@ -153,6 +153,61 @@ pub struct Verdict {
     pub value: Option<f64>,
     /// Passed.
     pub passed: bool,
+    /// Not evaluated (`--thresholds`); counts as passed.
+    pub skipped: bool,
+}
+
+/// Which thresholds a run evaluates (`--thresholds`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Selection {
+    /// Every threshold (the default).
+    #[default]
+    All,
+    /// Only thresholds on counts and rates of outcomes: timing and throughput thresholds depend
+    /// on how busy the machine is, so a CI runner whose speed varies can skip them.
+    Counts,
+    /// None.
+    None,
+}
+
+impl Selection {
+    /// The flag values.
+    pub const NAMES: [&'static str; 3] = ["all", "counts", "none"];
+
+    /// Parses `all`, `counts`, `none`.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "all" => Selection::All,
+            "counts" => Selection::Counts,
+            "none" => Selection::None,
+            _ => return None,
+        })
+    }
+
+    /// Whether `t` is evaluated.
+    pub fn includes(self, t: &Threshold) -> bool {
+        match self {
+            Selection::All => true,
+            Selection::Counts => !t.metric.is_timing(),
+            Selection::None => false,
+        }
+    }
+
+    /// The flag as written.
+    pub fn name(self) -> &'static str {
+        match self {
+            Selection::All => "all",
+            Selection::Counts => "counts",
+            Selection::None => "none",
+        }
+    }
+}
+
+impl Metric {
+    /// Measures time (latency, service time, lag) or throughput: depends on the machine's speed.
+    pub fn is_timing(&self) -> bool {
+        matches!(self, Metric::Time(..) | Metric::Throughput)
+    }
 }
 
 pub(crate) fn is_rate(m: &Metric) -> bool {
@@ -195,6 +250,27 @@ impl Threshold {
             measured: value.map_or_else(|| "no data".to_owned(), |v| self.display(v)),
             value,
             passed: value.is_some_and(|v| self.op.holds(v, self.limit)),
+            skipped: false,
+        }
+    }
+
+    /// The verdict of a threshold that `selection` leaves out.
+    pub fn skipped(&self, selection: Selection) -> Verdict {
+        Verdict {
+            name: self.name.clone(),
+            measured: format!("skipped (--thresholds {})", selection.name()),
+            value: None,
+            passed: true,
+            skipped: true,
+        }
+    }
+
+    /// The verdict under `selection`: evaluated, or skipped.
+    pub fn verdict(&self, run: &RunView<'_>, selection: Selection) -> Verdict {
+        if selection.includes(self) {
+            self.evaluate(run)
+        } else {
+            self.skipped(selection)
         }
     }
 

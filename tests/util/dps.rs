@@ -37,7 +37,7 @@ pub fn scenario_text(text: &str) -> Scenario {
 pub async fn start(s: &Scenario) -> (Running, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mut opts = Options::loopback(dir.path().join("tls"));
-    opts.connect_timeout = Duration::from_millis(500);
+    opts.connect_timeout = Duration::from_secs(2);
     (serve::start(s, &opts).await.unwrap(), dir)
 }
 

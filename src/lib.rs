@@ -39,5 +39,6 @@ pub mod report;
 pub mod run;
 pub mod sas;
 pub mod scenario;
+pub mod secret;
 pub mod threshold;
 pub mod webhook;

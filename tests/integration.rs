@@ -25,5 +25,7 @@ mod dps_sdk;
 mod devices;
 // Sharded runs and `report merge`.
 mod shards;
+// The mode matrix: webhook, mqtt and https apply the same DPS rules.
+mod modes;
 // Capacity planning: the knee search and report.html.
 mod capacity;

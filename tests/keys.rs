@@ -52,3 +52,16 @@ fn export_writes_the_whole_population() {
     assert!(lines.contains(&"contoso-toaster-007,NXZgydIn9ntUpXfBsWFfaxJqAYVfgGQsshvA5GboGJI="));
     assert!(lines.contains(&"contoso-heatpump-088,NI9dUEI2tga168Qi1U/HKuMmFHewrvaqI1MPTEU1A5w="));
 }
+
+#[test]
+fn export_writes_each_registration_id_once() {
+    // contoso.toml: 4,000 toasters, 4,000 heat pumps, 200 unrecognised devices, and 200 toasters
+    // that re-register (the same IDs again): 8,200 distinct IDs.
+    let r = run(&["keys", "export", scenario("contoso.toml").to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<&str> = r.stdout.lines().skip(1).collect();
+    assert_eq!(lines.len(), 8200);
+    let distinct: std::collections::HashSet<&str> =
+        lines.iter().map(|l| l.split(',').next().unwrap()).collect();
+    assert_eq!(distinct.len(), 8200);
+}

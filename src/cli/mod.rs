@@ -558,25 +558,23 @@ fn conclude(summary: &Summary, dir: &Path, junit: Option<&Path>) -> anyhow::Resu
     )
 }
 
+/// `registration_id,device_key` for every registration ID of the population, once each (a class
+/// that re-registers the same IDs adds no rows), in class order.
 fn export_keys(s: &Scenario) -> anyhow::Result<String> {
-    let group = s
-        .enrollment
-        .group
-        .as_ref()
-        .map(|g| GroupKey::new(g.primary_key.expose()))
-        .transpose()?;
+    let mut seen = std::collections::HashSet::new();
     let mut csv = String::from("registration_id,device_key\n");
     for c in &s.classes {
         for n in c.range.0..=c.range.1 {
             let id = c.template.render(n);
-            let key = match (s.enrollment.individual(&id), &group) {
-                (Some(i), _) => i.primary_key.expose().to_owned(),
-                (None, Some(g)) => g.derive(&id),
-                (None, None) => bail!("device {id} has no enrollment"),
+            if !seen.insert(id.to_ascii_lowercase()) {
+                continue;
+            }
+            let Some(e) = s.enrollment.resolve(&id) else {
+                bail!("device {id} has no enrollment");
             };
             csv.push_str(&id);
             csv.push(',');
-            csv.push_str(&key);
+            csv.push_str(&e.device_key_base64(&id));
             csv.push('\n');
         }
     }

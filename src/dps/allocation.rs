@@ -63,6 +63,13 @@ pub struct EnrollmentRecord {
     pub custom_allocation_definition: CustomAllocationDefinition,
 }
 
+impl EnrollmentRecord {
+    /// `provisioningStatus` is `disabled`: DPS answers `disabled` and never calls the webhook.
+    pub fn is_disabled(&self) -> bool {
+        self.provisioning_status.eq_ignore_ascii_case("disabled")
+    }
+}
+
 /// `attestation` as sent to the webhook.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Attestation {

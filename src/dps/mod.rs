@@ -6,6 +6,7 @@
 //! that is our choice where the sources are silent says so.
 
 pub mod allocation;
+pub mod enrollment;
 pub mod outcome;
 pub mod wire;
 

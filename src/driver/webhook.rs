@@ -6,8 +6,6 @@
 //! constants (enrollment JSON, linked hubs, payloads) are serialised once in [`Offer`]s; a
 //! request only renders its ID and body.
 
-use std::collections::HashMap;
-
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::time::Instant;
@@ -19,7 +17,7 @@ use crate::dps::allocation::{DeviceContext, EnrollmentRecord, RequestTemplate};
 use crate::dps::outcome::{Context, Rules};
 use crate::dps::{Registration, Status};
 use crate::metrics::{End, Sample};
-use crate::scenario::{Class, Scenario, Secret};
+use crate::scenario::{Class, Enrollment, Scenario, Secret, Via};
 pub use crate::webhook::client::SetupError;
 use crate::webhook::client::WebhookClient;
 
@@ -58,21 +56,16 @@ struct ClassPlan {
     group: Option<Offer>,
 }
 
-#[derive(Debug)]
-struct IndividualPlan {
-    offer: Offer,
-    device_id: String,
-    disabled: bool,
-}
-
 /// The webhook-mode executor.
 #[derive(Debug)]
 pub struct WebhookExecutor {
     client: WebhookClient,
     rules: Rules,
     classes: Vec<ClassPlan>,
-    /// Lower-cased registration ID → individual enrollment (DPS lets it win over the group).
-    individuals: HashMap<String, IndividualPlan>,
+    /// Which enrollment each device registers through (the one resolver every side uses).
+    enrollment: Enrollment,
+    /// Per individual enrollment (by index), its offer for the class its ID belongs to.
+    individuals: Vec<Option<Offer>>,
     /// Keep each exchange for the conformance transcript.
     observe: bool,
 }
@@ -102,34 +95,30 @@ impl WebhookExecutor {
                 class: c.clone(),
             })
             .collect::<Vec<_>>();
-        let mut individuals = HashMap::new();
-        for i in &s.enrollment.individuals {
-            let Some(class) = s.classes.iter().find(|c| {
-                c.template
-                    .matches(&i.registration_id)
-                    .is_some_and(|n| (c.range.0..=c.range.1).contains(&n))
-            }) else {
-                continue;
-            };
-            individuals.insert(
-                i.registration_id.to_ascii_lowercase(),
-                IndividualPlan {
-                    offer: Offer::new(
-                        &i.record,
-                        true,
-                        &i.offered_hubs,
-                        class,
-                        i.initial_twin.as_ref(),
-                    ),
-                    device_id: i.device_id.clone(),
-                    disabled: i.disabled,
-                },
-            );
-        }
+        let individuals = s
+            .enrollment
+            .individuals
+            .iter()
+            .map(|i| {
+                let class = s.classes.iter().find(|c| {
+                    c.template
+                        .matches(&i.registration_id)
+                        .is_some_and(|n| (c.range.0..=c.range.1).contains(&n))
+                })?;
+                Some(Offer::new(
+                    &i.record,
+                    true,
+                    &i.offered_hubs,
+                    class,
+                    i.initial_twin.as_ref(),
+                ))
+            })
+            .collect();
         Ok(Self {
             client,
             rules: s.rules.clone(),
             classes,
+            enrollment: s.enrollment.clone(),
             individuals,
             observe: false,
         })
@@ -158,21 +147,17 @@ impl Executor for WebhookExecutor {
     async fn execute(&self, job: Job) -> Sample {
         let plan = &self.classes[job.device.class as usize];
         let id = plan.class.template.render(job.device.n);
-        let individual = if self.individuals.is_empty() {
-            None
-        } else {
-            self.individuals.get(&id.to_ascii_lowercase())
-        };
-        let (offer, device_id) = match (individual, &plan.group) {
-            (Some(i), _) => (&i.offer, i.device_id.as_str()),
-            (None, Some(g)) => (g, id.as_str()),
-            (None, None) => unreachable!("validation guarantees every device has an enrollment"),
-        };
+        let enrollee = self.enrollment.resolve(&id);
+        let offer = enrollee.as_ref().and_then(|e| match e.via {
+            Via::Individual(i) => self.individuals[i].as_ref(),
+            Via::Group => plan.group.as_ref(),
+        });
         let sent = Instant::now();
         let mut exchange = None;
-        let (registration, end, error, attempts) = if individual.is_some_and(|i| i.disabled) {
-            // DPS answers `disabled` without calling the webhook.
-            (
+        let (registration, end, error, attempts) = match (&enrollee, offer) {
+            // DPS answers `disabled` without calling the webhook, for a disabled group as for a
+            // disabled individual enrollment.
+            (Some(e), _) if e.disabled => (
                 Registration {
                     status: Some(Status::Disabled),
                     ..Registration::default()
@@ -180,19 +165,27 @@ impl Executor for WebhookExecutor {
                 End::Answered,
                 None,
                 0,
-            )
-        } else {
-            let body = Bytes::from(offer.request.body(&device_context(&plan.class, &id)));
-            let ctx = Context {
-                linked_hubs: &offer.linked,
-                device_id,
-                enrollment_twin: offer.enrollment_twin.as_ref(),
-            };
-            let a = self.client.allocate(&self.rules, body.clone(), &ctx).await;
-            if self.observe {
-                exchange = Some((body, a.last));
+            ),
+            (Some(e), Some(offer)) => {
+                let body = Bytes::from(offer.request.body(&device_context(&plan.class, &id)));
+                let ctx = Context {
+                    linked_hubs: &offer.linked,
+                    device_id: e.device_id,
+                    enrollment_twin: offer.enrollment_twin.as_ref(),
+                };
+                let a = self.client.allocate(&self.rules, body.clone(), &ctx).await;
+                if self.observe {
+                    exchange = Some((body, a.last));
+                }
+                (a.registration, a.end, a.error, a.attempts)
             }
-            (a.registration, a.end, a.error, a.attempts)
+            // Validation guarantees every device has an enrollment; refuse rather than panic.
+            _ => (
+                Registration::default(),
+                End::Transport,
+                Some("[generator] no enrollment covers this device".to_owned()),
+                0,
+            ),
         };
         let done = Instant::now();
         let mismatches = check::compare(&plan.class.expect, &registration);

@@ -30,37 +30,28 @@ struct Offer<'a> {
 }
 
 impl Emulator {
-    fn offer(&self, device: &Device) -> Offer<'_> {
-        let e = &self.scenario.enrollment;
-        match device.via {
-            Via::Individual(i) => {
-                let ind = &e.individuals[i];
-                Offer {
-                    record: &ind.record,
-                    individual: true,
-                    hubs: &ind.offered_hubs,
-                    template: &self.templates.individuals[i],
-                    twin: ind.initial_twin.as_ref(),
-                    device_id: ind.device_id.clone(),
-                    disabled: ind.disabled,
-                }
-            }
-            Via::Group => {
-                let g = e.group.as_ref().expect("group devices have a group");
-                Offer {
-                    record: &g.record,
-                    individual: false,
-                    hubs: &g.offered_hubs,
-                    template: self
-                        .templates
-                        .group
-                        .as_ref()
-                        .expect("group devices have a group"),
-                    twin: g.initial_twin.as_ref(),
-                    device_id: device.registration_id.clone(),
-                    disabled: g.record.provisioning_status == "disabled",
-                }
-            }
+    fn offer<'a>(&'a self, device: &'a Device) -> Offer<'a> {
+        let e = self
+            .scenario
+            .enrollment
+            .resolve(&device.registration_id)
+            .expect("an authenticated device has an enrollment");
+        let template = match e.via {
+            Via::Individual(i) => &self.templates.individuals[i],
+            Via::Group => self
+                .templates
+                .group
+                .as_ref()
+                .expect("group devices have a group"),
+        };
+        Offer {
+            record: e.record,
+            individual: matches!(e.via, Via::Individual(_)),
+            hubs: e.offered_hubs,
+            template,
+            twin: e.initial_twin,
+            device_id: e.device_id.to_owned(),
+            disabled: e.disabled,
         }
     }
 

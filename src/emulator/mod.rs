@@ -25,7 +25,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::device::keys::{decode_key, GroupKey};
 use crate::dps::allocation::RequestTemplate;
 use crate::dps::wire::{OperationStatus, RegistrationState};
 use crate::dps::{codes, outcome::Rules};
@@ -40,19 +39,13 @@ pub const THROTTLED: u32 = 429_001;
 /// Error code of an unknown operation (our choice; DPS's 404 codes are UNCONFIRMED).
 pub const NOT_FOUND: u32 = 404_201;
 
-/// Which enrollment a device registers through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Via {
-    Group,
-    Individual(usize),
-}
+use crate::dps::enrollment::{Via, WhichKey};
 
 /// An authenticated device.
 #[derive(Debug, Clone)]
 pub struct Device {
     /// Registration ID as the device spells it.
     pub registration_id: String,
-    via: Via,
     secondary: bool,
 }
 
@@ -89,16 +82,6 @@ pub enum AuthError {
 struct Templates {
     group: Option<RequestTemplate>,
     individuals: Vec<RequestTemplate>,
-}
-
-struct GroupEnrollment {
-    primary: GroupKey,
-    secondary: Option<GroupKey>,
-}
-
-struct IndividualEnrollment {
-    primary: Vec<u8>,
-    secondary: Option<Vec<u8>>,
 }
 
 /// One registration as the store keeps it.
@@ -141,10 +124,6 @@ pub struct Emulator {
     opts: EmulatorOptions,
     scenario: Scenario,
     rules: Rules,
-    group: Option<GroupEnrollment>,
-    individuals: Vec<IndividualEnrollment>,
-    /// Lower-cased registration ID → index in `individuals` (the scenario's order).
-    individual_index: HashMap<String, usize>,
     webhook: Option<WebhookClient>,
     templates: Templates,
     state: Mutex<State>,
@@ -167,39 +146,6 @@ impl Emulator {
     /// scenario's `target.url`, or the embedded reference webhook the caller started). With
     /// `persist` set, earlier registrations and hubs are loaded.
     pub fn new(s: &Scenario, webhook_url: Option<&str>, log: bool) -> Result<Self, AuthError> {
-        let group = s
-            .enrollment
-            .group
-            .as_ref()
-            .map(|g| {
-                Ok::<_, AuthError>(GroupEnrollment {
-                    primary: GroupKey::new(g.primary_key.expose())
-                        .map_err(|e| AuthError::Config(e.to_string()))?,
-                    secondary: g
-                        .secondary_key
-                        .as_ref()
-                        .map(|k| GroupKey::new(k.expose()))
-                        .transpose()
-                        .map_err(|e| AuthError::Config(e.to_string()))?,
-                })
-            })
-            .transpose()?;
-        let key = |k: &str| decode_key(k).map_err(|e| AuthError::Config(e.to_string()));
-        let individuals = s
-            .enrollment
-            .individuals
-            .iter()
-            .map(|i| {
-                Ok(IndividualEnrollment {
-                    primary: key(i.primary_key.expose())?,
-                    secondary: i
-                        .secondary_key
-                        .as_ref()
-                        .map(|k| key(k.expose()))
-                        .transpose()?,
-                })
-            })
-            .collect::<Result<Vec<_>, AuthError>>()?;
         let webhook = webhook_url
             .map(|u| {
                 WebhookClient::new(
@@ -239,22 +185,11 @@ impl Emulator {
                 .map(|i| RequestTemplate::new(&i.record, true, &i.offered_hubs))
                 .collect(),
         };
-        let individual_index = s
-            .enrollment
-            .individuals
-            .iter()
-            .enumerate()
-            .rev() // the first of duplicate IDs wins, as a linear search would find it
-            .map(|(i, e)| (e.registration_id.to_ascii_lowercase(), i))
-            .collect();
         Ok(Self {
             templates,
-            individual_index,
             opts: s.emulator.clone(),
             scenario: s.clone(),
             rules: s.rules.clone(),
-            group,
-            individuals,
             webhook,
             state: Mutex::new(state),
             hubs: Mutex::new(hubs),
@@ -322,37 +257,14 @@ impl Emulator {
             return Err(AuthError::Resource(resource));
         }
         let lc = registration_id.to_ascii_lowercase();
-        // Which key signed it: the primary (false) or the secondary (true).
-        let which = |primary: &[u8], secondary: Option<&[u8]>| {
-            if t.verify(primary) {
-                Ok(false)
-            } else if secondary.is_some_and(|k| t.verify(k)) {
-                Ok(true)
-            } else {
-                Err(AuthError::Signature)
-            }
-        };
-        let (via, secondary_used) = match self.individual_index.get(&lc) {
-            Some(&i) => {
-                let e = &self.individuals[i];
-                (
-                    Via::Individual(i),
-                    which(&e.primary, e.secondary.as_deref())?,
-                )
-            }
-            // Group devices derive their key from the ID as they spell it (DPS's case handling
-            // is UNCONFIRMED); lookups elsewhere are case-insensitive.
-            None => match &self.group {
-                Some(g) => {
-                    let secondary = g.secondary.as_ref().map(|k| k.derive_raw(registration_id));
-                    let primary = g.primary.derive_raw(registration_id);
-                    (
-                        Via::Group,
-                        which(&primary, secondary.as_ref().map(|k| &k[..]))?,
-                    )
-                }
-                None => return Err(AuthError::Unknown(registration_id.to_owned())),
-            },
+        let enrollee = self
+            .scenario
+            .enrollment
+            .resolve(registration_id)
+            .ok_or_else(|| AuthError::Unknown(registration_id.to_owned()))?;
+        let secondary_used = match enrollee.which_key(registration_id, |k| t.verify(k)) {
+            Some(w) => w == WhichKey::Secondary,
+            None => return Err(AuthError::Signature),
         };
         if self.opts.key_pinning {
             let st = self.state.lock().expect("state lock");
@@ -368,7 +280,6 @@ impl Emulator {
         }
         Ok(Device {
             registration_id: registration_id.to_owned(),
-            via,
             secondary: secondary_used,
         })
     }

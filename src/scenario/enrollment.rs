@@ -158,7 +158,6 @@ impl Validator<'_> {
                 primary_key,
                 secondary_key,
                 device_id,
-                disabled: status == "disabled",
                 initial_twin: i.initial_twin.as_ref().map(twin_json),
                 offered_hubs: hubs,
             });
@@ -207,10 +206,10 @@ impl Validator<'_> {
             }
             _ => None,
         };
-        let enrollment = Enrollment {
-            group,
-            individuals: ind,
-            linked_hubs,
+        // Every key was checked above, so this cannot fail; the span is the enrollment's.
+        let enrollment = match Enrollment::new(group, ind, linked_hubs) {
+            Ok(e) => e,
+            Err(e) => return self.err(span, "enrollment.primary_key", e.to_string()),
         };
         if enrollment.group.is_none() {
             // Every device must then be covered by an individual enrollment.

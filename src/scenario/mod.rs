@@ -25,34 +25,13 @@ pub use error::ScenarioError;
 
 use crate::device::template::IdTemplate;
 use crate::device::Population;
-use crate::dps::allocation::EnrollmentRecord;
 use crate::dps::outcome::Rules;
 use crate::dps::Status;
 use crate::threshold::Threshold;
 use crate::webhook::fault::Fault;
 use crate::webhook::policy::Policy;
 
-/// A string that must never appear in logs or reports.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
-    }
-
-    /// The secret itself, for the one place that must use it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use crate::secret::Secret;
 
 /// A validated scenario.
 #[derive(Debug, Clone)]
@@ -158,61 +137,7 @@ impl Mode {
     }
 }
 
-/// The enrollment group and individual enrollments.
-#[derive(Debug, Clone)]
-pub struct Enrollment {
-    /// The group, if any device registers through one.
-    pub group: Option<Group>,
-    /// Individual enrollments (they take precedence over the group, as in DPS).
-    pub individuals: Vec<Individual>,
-    /// Hubs linked to the DPS instance.
-    pub linked_hubs: Vec<String>,
-}
-
-/// An enrollment group.
-#[derive(Debug, Clone)]
-pub struct Group {
-    /// The record sent to the webhook (no keys).
-    pub record: EnrollmentRecord,
-    /// Primary key.
-    pub primary_key: Secret,
-    /// Secondary key.
-    pub secondary_key: Option<Secret>,
-    /// The enrollment's initial twin.
-    pub initial_twin: Option<Value>,
-    /// Hubs offered to the webhook.
-    pub offered_hubs: Vec<String>,
-}
-
-/// An individual enrollment.
-#[derive(Debug, Clone)]
-pub struct Individual {
-    /// Its registration ID.
-    pub registration_id: String,
-    /// The record sent to the webhook.
-    pub record: EnrollmentRecord,
-    /// Primary key (used directly as the device key).
-    pub primary_key: Secret,
-    /// Secondary key.
-    pub secondary_key: Option<Secret>,
-    /// Device ID DPS assigns (defaults to the registration ID).
-    pub device_id: String,
-    /// `provisioningStatus == "disabled"`: DPS answers `disabled` without calling the webhook.
-    pub disabled: bool,
-    /// The enrollment's initial twin.
-    pub initial_twin: Option<Value>,
-    /// Hubs offered to the webhook.
-    pub offered_hubs: Vec<String>,
-}
-
-impl Enrollment {
-    /// The individual enrollment of a registration ID, if any.
-    pub fn individual(&self, registration_id: &str) -> Option<&Individual> {
-        self.individuals
-            .iter()
-            .find(|i| i.registration_id.eq_ignore_ascii_case(registration_id))
-    }
-}
+pub use crate::dps::enrollment::{Enrollee, Enrollment, Group, Individual, Via, WhichKey};
 
 /// A device class.
 #[derive(Debug, Clone)]

@@ -12,7 +12,6 @@ pub mod mqtt;
 pub mod setup;
 pub mod twin;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,12 +20,11 @@ use tokio::time::Instant;
 
 use super::{Executor, Job};
 use crate::check::{self, Mismatch};
-use crate::device::keys::GroupKey;
 use crate::dps::wire::RegistrationState;
 use crate::dps::{Registration, Status};
 use crate::metrics::{End, Phases, Sample};
 use crate::sas::{self, SrEncoding};
-use crate::scenario::{Class, DeviceTarget, Expect, Mode, Scenario};
+use crate::scenario::{Class, DeviceTarget, Enrollment, Expect, Mode, Scenario};
 
 /// `ClientVersion` sent in the MQTT username.
 pub const CLIENT_VERSION: &str = concat!("loadtest/", env!("CARGO_PKG_VERSION"));
@@ -110,9 +108,8 @@ struct ClassPlan {
 pub struct DeviceExecutor {
     mode: Mode,
     endpoint: Endpoint,
-    group: Option<GroupKey>,
-    /// Lower-cased registration ID → the individual enrollment's key (decoded once).
-    individuals: HashMap<String, Vec<u8>>,
+    /// Which enrollment (and so which key) each device registers with.
+    enrollment: Enrollment,
     classes: Vec<ClassPlan>,
     population: u64,
     timeout: Duration,
@@ -144,23 +141,6 @@ impl DeviceExecutor {
         twins: Option<twin::TwinReader>,
     ) -> Result<Self, String> {
         let d: &DeviceTarget = &s.target.device;
-        let group = s
-            .enrollment
-            .group
-            .as_ref()
-            .map(|g| GroupKey::new(g.primary_key.expose()))
-            .transpose()
-            .map_err(|e| e.to_string())?;
-        let individuals = s
-            .enrollment
-            .individuals
-            .iter()
-            .map(|i| {
-                crate::device::keys::decode_key(i.primary_key.expose())
-                    .map(|k| (i.registration_id.to_ascii_lowercase(), k))
-                    .map_err(|e| e.to_string())
-            })
-            .collect::<Result<_, _>>()?;
         let classes = s
             .classes
             .iter()
@@ -183,8 +163,7 @@ impl DeviceExecutor {
         Ok(Self {
             mode: s.target.mode,
             endpoint,
-            group,
-            individuals,
+            enrollment: s.enrollment.clone(),
             classes,
             population: population.max(1),
             timeout: d.device_timeout,
@@ -223,10 +202,7 @@ impl DeviceExecutor {
                 Some("registration"),
             )
         };
-        match self.individuals.get(&id.to_ascii_lowercase()) {
-            Some(k) => Some(sign(k)),
-            None => self.group.as_ref().map(|g| sign(&g.derive_raw(id))),
-        }
+        self.enrollment.resolve(id).map(|e| sign(&e.device_key(id)))
     }
 }
 

@@ -7,7 +7,32 @@
 use serde_json::Value;
 
 use crate::dps::Registration;
-use crate::scenario::Expect;
+use crate::dps::Status;
+
+/// The expectation of a class. Unset fields are not checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expect {
+    /// Terminal status.
+    pub status: Status,
+    /// Assigned hub.
+    pub hub: Option<String>,
+    /// Device ID.
+    pub device_id: Option<String>,
+    /// Error code.
+    pub error_code: Option<u32>,
+    /// Substring of the error message.
+    pub error_message: Option<String>,
+    /// Subset of the initial twin's tags.
+    pub twin_tags: Option<Value>,
+    /// Subset of the initial twin's desired properties.
+    pub twin_desired: Option<Value>,
+    /// Subset of the payload returned to the device.
+    pub payload: Option<Value>,
+    /// `substatus` on the first registration (device modes).
+    pub substatus: Option<String>,
+    /// `substatus` on later rounds (`[load] rounds`).
+    pub substatus_again: Option<String>,
+}
 
 /// The fields an expectation can check, in report order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -2,26 +2,33 @@
 //!
 //! # Layout
 //!
-//! * `cli`: command-line parsing, dispatch and exit codes (the only place that uses `anyhow`).
-//! * `run`: one scenario end to end: overrides, embedded webhook, engine, report.
-//! * `scenario`: TOML scenarios, loaded raw then validated into typed values.
-//! * `device`: the synthetic population, registration-ID templates and key derivation.
-//! * `sas`: SAS tokens (build, parse, verify), pure.
-//! * `dps`: DPS protocol facts: statuses, error codes, the custom-allocation wire format and the
-//!   outcome rules every driver (and the emulator) applies to a webhook answer.
-//! * `emulator`: the DPS emulator (MQTT/TLS, HTTPS, allocation, registration store, hubs and twins).
-//! * `webhook`: the reference webhook (the seed functions, fault injection, HTTP server).
-//! * `pacing`: the open-loop schedule of intended send instants, pure.
-//! * `driver`: the load engine (open/closed loop, stop handling) and the executors (webhook).
-//! * `check`: expectations compared with outcomes.
-//! * `threshold`: k6-style pass/fail criteria on the final histograms and counters.
-//! * `conformance`: `loadtest check`: the normalised transcript, its snapshot and the diff.
-//! * `metrics`: HdrHistograms and counters, folded by one collector.
-//! * `progress`: the live progress line.
-//! * `report`: the summary model and its writers (JSON, text).
+//! Layers, top to bottom. A module imports only modules on lower lines; modules on one line are
+//! siblings and import neither each other nor anything above (`tests/layers.rs` reads every
+//! `crate::` path in `src/` and fails on an import that goes up or sideways, naming the file).
 //!
-//! Dependency direction: `dps`, `sas`, `device`, `scenario`, `pacing`, `check` are pure; `driver`
-//! and `webhook::server` use them; `report` reads `metrics` and the scenario.
+//! 1. `cli`: command-line parsing, dispatch and exit codes (the only place that uses `anyhow`).
+//! 2. `plan`, `conformance`: the capacity search (`loadtest plan`) and the conformance gate
+//!    (`loadtest check`: transcript, snapshot, diff), both built on `run`.
+//! 3. `run`: one scenario end to end: overrides, embedded webhook, engine, report.
+//! 4. `report`: the summary model and its writers (JSON, text, Markdown, HTML, JUnit, HdrHistogram
+//!    logs) and `report merge`.
+//! 5. `driver`: the load engine (open/closed loop, stop handling) and the executors (webhook,
+//!    MQTT and HTTPS devices).
+//! 6. `emulator`: the DPS emulator (MQTT/TLS, HTTPS, allocation, registration store, hubs and
+//!    twins).
+//! 7. `scenario`: TOML scenarios, loaded raw then validated into typed values.
+//! 8. `webhook`: the reference webhook (the seed functions, fault injection, HTTP server) and the
+//!    DPS-side webhook client.
+//! 9. `progress`: the live progress line.
+//! 10. `threshold`: k6-style pass/fail criteria on the final histograms and counters.
+//! 11. `metrics`: HdrHistograms and counters, folded by one collector.
+//! 12. `transcript`: what each class showed, reduced to the normalised conformance transcript.
+//! 13. `check`: expectations and their comparison with outcomes.
+//! 14. `dps`: DPS protocol facts: statuses, error codes, wire formats, enrollment resolution and
+//!     the outcome rules every driver and the emulator apply.
+//! 15. `sas`: SAS tokens (build, parse, verify), pure.
+//! 16. `device`, `pacing`, `secret`, `capacity`: the synthetic population and key derivation; the
+//!     open-loop schedule; the redacted secret string; the DPS and IoT Hub quota arithmetic. Pure.
 
 pub mod capacity;
 pub mod check;
@@ -41,4 +48,5 @@ pub mod sas;
 pub mod scenario;
 pub mod secret;
 pub mod threshold;
+pub mod transcript;
 pub mod webhook;

@@ -9,7 +9,14 @@
 
 use std::time::Duration;
 
-use crate::scenario::Stage;
+/// A linear ramp to `to` arrivals per second over `over`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Stage {
+    /// Target rate at the end of the stage.
+    pub to: f64,
+    /// Length of the stage.
+    pub over: Duration,
+}
 
 #[derive(Debug, Clone, Copy)]
 struct Segment {

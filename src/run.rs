@@ -191,7 +191,7 @@ pub async fn run(
     let classes = s.classes.len();
     let outcome = match s.target.mode {
         Mode::Webhook => {
-            let embedded = server::spawn_embedded(s)
+            let embedded = server::spawn_embedded(s.embedded_webhook())
                 .await
                 .map_err(|(addr, source)| RunError::Embedded { addr, source })?;
             let url = match (&s.target.url, &embedded) {

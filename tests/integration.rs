@@ -27,5 +27,7 @@ mod devices;
 mod shards;
 // The mode matrix: webhook, mqtt and https apply the same DPS rules.
 mod modes;
+// The module layers of lib.rs: imports only go down.
+mod layers;
 // Capacity planning: the knee search and report.html.
 mod capacity;

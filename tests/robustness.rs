@@ -48,6 +48,9 @@ fn unreachable_target_is_a_clear_error_with_a_full_report() {
         scenario("contoso.toml").to_str().unwrap(),
         "--url",
         &url,
+        // No abort_on_fail stop: how many were sent before it would depend on the machine.
+        "--thresholds",
+        "none",
         "--count",
         "50",
         "--rate",
@@ -136,6 +139,9 @@ fn https_targets_use_tls_and_report_handshake_failures() {
         scenario("contoso.toml").to_str().unwrap(),
         "--url",
         &url,
+        // No abort_on_fail stop: how many were sent before it would depend on the machine.
+        "--thresholds",
+        "none",
         "--count",
         "5",
         "--rate",

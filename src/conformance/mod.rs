@@ -7,7 +7,7 @@
 //! sample, builds the transcript and records the comparison in the report.
 
 pub mod snapshot;
-pub mod transcript;
+pub use crate::transcript;
 
 use std::path::{Path, PathBuf};
 

@@ -12,12 +12,12 @@ use tokio::time::Instant;
 
 use super::{Executor, Job};
 use crate::check;
-use crate::conformance::transcript::Observation;
 use crate::dps::allocation::{DeviceContext, EnrollmentRecord, RequestTemplate};
 use crate::dps::outcome::{Context, Rules};
 use crate::dps::{Registration, Status};
 use crate::metrics::{End, Sample};
 use crate::scenario::{Class, Enrollment, Scenario, Secret, Via};
+use crate::transcript::Observation;
 pub use crate::webhook::client::SetupError;
 use crate::webhook::client::WebhookClient;
 

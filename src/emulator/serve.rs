@@ -119,7 +119,7 @@ enum Proto {
 /// Starts the emulator for a scenario.
 pub async fn start(s: &Scenario, opts: &Options) -> Result<Running, ServeError> {
     let mut addrs = Addrs::default();
-    let webhook = server::spawn_embedded(s)
+    let webhook = server::spawn_embedded(s.embedded_webhook())
         .await
         .map_err(|(addr, source)| ServeError::Bind { addr, source })?;
     addrs.webhook = webhook.as_ref().map(|w| w.addr);

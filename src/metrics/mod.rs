@@ -15,8 +15,8 @@ use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
 use crate::check::{Field, Mismatch};
-use crate::conformance::transcript::{ClassObservations, Observation};
 use crate::dps::OutcomeKey;
+use crate::transcript::{ClassObservations, Observation};
 
 /// Highest recordable value: one hour in µs (larger values saturate).
 pub(crate) const HIGHEST_US: u64 = 3_600_000_000;

@@ -19,14 +19,11 @@ mod validate;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde_json::Value;
-
 pub use error::ScenarioError;
 
 use crate::device::template::IdTemplate;
 use crate::device::Population;
 use crate::dps::outcome::Rules;
-use crate::dps::Status;
 use crate::threshold::Threshold;
 use crate::webhook::fault::Fault;
 use crate::webhook::policy::Policy;
@@ -167,30 +164,7 @@ pub struct Current {
     pub device_id: Option<String>,
 }
 
-/// The expectation of a class. Unset fields are not checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Expect {
-    /// Terminal status.
-    pub status: Status,
-    /// Assigned hub.
-    pub hub: Option<String>,
-    /// Device ID.
-    pub device_id: Option<String>,
-    /// Error code.
-    pub error_code: Option<u32>,
-    /// Substring of the error message.
-    pub error_message: Option<String>,
-    /// Subset of the initial twin's tags.
-    pub twin_tags: Option<Value>,
-    /// Subset of the initial twin's desired properties.
-    pub twin_desired: Option<Value>,
-    /// Subset of the payload returned to the device.
-    pub payload: Option<Value>,
-    /// `substatus` on the first registration (device modes).
-    pub substatus: Option<String>,
-    /// `substatus` on later rounds (`[load] rounds`).
-    pub substatus_again: Option<String>,
-}
+pub use crate::check::Expect;
 
 /// Requests per second, or a closed loop.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -201,14 +175,7 @@ pub enum Rate {
     Max,
 }
 
-/// A linear ramp to `to` arrivals per second over `over`.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Stage {
-    /// Target rate at the end of the stage.
-    pub to: f64,
-    /// Length of the stage.
-    pub over: Duration,
-}
+pub use crate::pacing::Stage;
 
 /// The load shape.
 #[derive(Debug, Clone, PartialEq)]
@@ -311,6 +278,18 @@ impl Scenario {
             Some(u) => mask_secrets_in_url(u.expose()),
             None => format!("embedded reference webhook ({})", self.policy.name()),
         }
+    }
+
+    /// The embedded reference webhook this scenario needs: `None` when `target.url` names one.
+    pub fn embedded_webhook(&self) -> Option<crate::webhook::server::Config> {
+        self.target
+            .url
+            .is_none()
+            .then(|| crate::webhook::server::Config {
+                policy: self.policy,
+                faults: self.fault_rules(),
+                echo_payload: self.echo_payload,
+            })
     }
 
     /// Fault rules for the reference webhook, from the classes that declare one.

@@ -67,21 +67,15 @@ impl Handle {
     }
 }
 
-/// The reference webhook a scenario needs when it names no webhook URL, on `127.0.0.1:0` with
-/// the scenario's policy, faults and payload echo; `None` when `target.url` is set. The error
-/// names the address that could not be bound.
+/// The embedded reference webhook on `127.0.0.1:0`, when there is one to start (`None`: the
+/// scenario names its own webhook). The error names the address that could not be bound.
 pub async fn spawn_embedded(
-    s: &crate::scenario::Scenario,
+    config: Option<Config>,
 ) -> Result<Option<Handle>, (SocketAddr, std::io::Error)> {
-    if s.target.url.is_some() {
+    let Some(config) = config else {
         return Ok(None);
-    }
-    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
-    let config = Config {
-        policy: s.policy,
-        faults: s.fault_rules(),
-        echo_payload: s.echo_payload,
     };
+    let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
     spawn(addr, config).await.map(Some).map_err(|e| (addr, e))
 }
 

@@ -307,7 +307,7 @@ impl Executor for DeviceExecutor {
                 let json = serde_json::to_vec(st).expect("a registration state serialises");
                 (200, bytes::Bytes::from(json))
             });
-            Box::new(crate::conformance::transcript::Observation {
+            Box::new(crate::transcript::Observation {
                 registration_id: id.clone(),
                 registration: registration.clone(),
                 request: Some(bytes::Bytes::from(body)),

@@ -27,8 +27,9 @@
 //! 14. `dps`: DPS protocol facts: statuses, error codes, wire formats, enrollment resolution and
 //!     the outcome rules every driver and the emulator apply.
 //! 15. `sas`: SAS tokens (build, parse, verify), pure.
-//! 16. `device`, `pacing`, `secret`, `capacity`: the synthetic population and key derivation; the
-//!     open-loop schedule; the redacted secret string; the DPS and IoT Hub quota arithmetic. Pure.
+//! 16. `device`, `pacing`, `secret`, `capacity`, `outcome`: the synthetic population and key
+//!     derivation; the open-loop schedule; the redacted secret string; the DPS and IoT Hub quota
+//!     arithmetic; how a request ended and where a failure came from. Pure.
 
 pub mod capacity;
 pub mod check;
@@ -39,6 +40,7 @@ pub mod dps;
 pub mod driver;
 pub mod emulator;
 pub mod metrics;
+pub mod outcome;
 pub mod pacing;
 pub mod plan;
 pub mod progress;

@@ -67,6 +67,7 @@ fn unreachable_target_is_a_clear_error_with_a_full_report() {
     );
     let v = summary(&out);
     assert_eq!(v["requests"]["failed"], 50, "{}", v["requests"]);
+    assert_eq!(v["errors"][0]["source"], "network", "{}", v["errors"]);
     assert_eq!(v["requests"]["completed"], 0);
     assert_eq!(v["verdict"], "fail");
 }
@@ -153,6 +154,7 @@ fn https_targets_use_tls_and_report_handshake_failures() {
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
     let v = summary(&out);
     assert_eq!(v["requests"]["failed"], 5);
+    assert_eq!(v["errors"][0]["source"], "tls", "{}", v["errors"]);
     let msg = v["errors"][0]["message"].as_str().unwrap().to_lowercase();
     assert!(
         msg.contains("tls")

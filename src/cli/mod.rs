@@ -537,10 +537,10 @@ fn conclude(summary: &Summary, dir: &Path, junit: Option<&Path>) -> anyhow::Resu
         return Ok(EXIT_INTERRUPTED);
     }
     if r.sent > 0 && r.completed == 0 {
-        let why = summary.errors.first().map_or_else(
-            || "every request timed out".to_owned(),
-            |e| e.message.clone(),
-        );
+        let why = summary
+            .errors
+            .first()
+            .map_or_else(|| "every request timed out".to_owned(), |e| e.label());
         eprintln!(
             "error: the target {} never answered ({} requests sent): {why}",
             summary.target, r.sent

@@ -8,6 +8,7 @@
 pub mod allocation;
 pub mod enrollment;
 pub mod outcome;
+pub mod session;
 pub mod wire;
 
 use serde::{Deserialize, Serialize};

@@ -224,6 +224,54 @@ pub struct ErrorDetails {
     pub timestamp_utc: String,
 }
 
+/// An error body as a device reads it: whatever of `errorCode` and `message` is there (a
+/// missing or garbled body gives neither).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorDetailsLenient {
+    /// Six-digit code.
+    pub error_code: Option<u32>,
+    /// Text.
+    pub message: Option<String>,
+}
+
+impl ErrorDetailsLenient {
+    /// Parses; anything unreadable is an empty detail.
+    pub fn parse(body: &[u8]) -> Self {
+        serde_json::from_slice(body).unwrap_or_default()
+    }
+}
+
+/// The register body a device sends: `{"registrationId": …, "payload": …}` (payload, already
+/// JSON, only when set).
+pub fn register_body(registration_id: &str, payload_json: Option<&str>) -> Vec<u8> {
+    let id = Value::String(registration_id.to_owned());
+    match payload_json {
+        Some(p) => format!(r#"{{"registrationId":{id},"payload":{p}}}"#).into_bytes(),
+        None => format!(r#"{{"registrationId":{id}}}"#).into_bytes(),
+    }
+}
+
+/// `/{scope}/registrations/{id}/register?api-version=…` (segments URL-encoded; [`route`] reads it
+/// back).
+pub fn register_path(id_scope: &str, registration_id: &str) -> String {
+    format!(
+        "/{}/registrations/{}/register?api-version={API_VERSION}",
+        url_encode(id_scope),
+        url_encode(registration_id)
+    )
+}
+
+/// `/{scope}/registrations/{id}/operations/{operationId}?api-version=…`.
+pub fn operation_path(id_scope: &str, registration_id: &str, operation_id: &str) -> String {
+    format!(
+        "/{}/registrations/{}/operations/{}?api-version={API_VERSION}",
+        url_encode(id_scope),
+        url_encode(registration_id),
+        url_encode(operation_id)
+    )
+}
+
 /// An HTTPS route of the DPS device API or the IoT Hub twin API.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -380,5 +428,21 @@ mod tests {
             Some(Route::Twin { .. })
         ));
         assert_eq!(route("DELETE", "/0ne1/registrations/d"), None);
+        // What the drivers build, the emulator routes.
+        assert_eq!(
+            route("PUT", &register_path("0ne1", "dev:1")),
+            Some(Route::Register {
+                scope: "0ne1".into(),
+                id: "dev:1".into()
+            })
+        );
+        assert_eq!(
+            route("GET", &operation_path("0ne1", "d", "5.a b")),
+            Some(Route::Operation {
+                scope: "0ne1".into(),
+                id: "d".into(),
+                operation_id: "5.a b".into()
+            })
+        );
     }
 }

@@ -16,6 +16,7 @@ use crate::dps::allocation::{DeviceContext, EnrollmentRecord, RequestTemplate};
 use crate::dps::outcome::{Context, Rules};
 use crate::dps::{Registration, Status};
 use crate::metrics::{End, Sample};
+use crate::outcome::Failure;
 use crate::scenario::{Class, Enrollment, Scenario, Secret, Via};
 use crate::transcript::Observation;
 pub use crate::webhook::client::SetupError;
@@ -183,7 +184,7 @@ impl Executor for WebhookExecutor {
             _ => (
                 Registration::default(),
                 End::Transport,
-                Some("[generator] no enrollment covers this device".to_owned()),
+                Some(Failure::generator("no enrollment covers this device")),
                 0,
             ),
         };

@@ -23,16 +23,8 @@ pub(crate) const HIGHEST_US: u64 = 3_600_000_000;
 /// Distinct transport-error messages kept.
 const MAX_ERROR_KINDS: usize = 20;
 
-/// How the last attempt of a request ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum End {
-    /// An answer arrived (whatever it said), or DPS answered without calling the webhook.
-    Answered,
-    /// No answer: connection refused, reset, protocol error.
-    Transport,
-    /// No answer within the timeout.
-    TimedOut,
-}
+pub use crate::outcome::End;
+use crate::outcome::{Failure, Source};
 
 /// The result of one scheduled request.
 #[derive(Debug)]
@@ -53,8 +45,9 @@ pub struct Sample {
     pub attempts: u32,
     /// Registration ID and differing fields, only when the expectation failed.
     pub mismatch: Option<Box<(String, Vec<Mismatch>)>>,
-    /// Transport error text, only when `end` is not `Answered`.
-    pub error: Option<String>,
+    /// Why no answer came (source and message), only when `end` is not `Answered`, or why a
+    /// device's registration failed before DPS answered.
+    pub error: Option<Failure>,
     /// The assigned hub, when assigned.
     pub hub: Option<String>,
     /// What the request showed in full (conformance mode only).
@@ -226,8 +219,8 @@ pub struct Metrics {
     pub timed_out: u64,
     /// HTTP attempts (retries included).
     pub attempts: u64,
-    /// Transport error messages and counts.
-    pub errors: BTreeMap<String, u64>,
+    /// Failures by source and message, with counts.
+    pub errors: BTreeMap<(Source, String), u64>,
     /// Completions per second since the start (for throughput over time).
     pub per_second: Vec<u64>,
     /// Latest completion.
@@ -286,9 +279,10 @@ impl Metrics {
             End::Transport => self.failed += 1,
             End::TimedOut => self.timed_out += 1,
         }
-        if let Some(e) = &s.error {
-            if self.errors.len() < MAX_ERROR_KINDS || self.errors.contains_key(e) {
-                *self.errors.entry(e.clone()).or_default() += 1;
+        if let Some(f) = &s.error {
+            let key = (f.source, f.message.clone());
+            if self.errors.len() < MAX_ERROR_KINDS || self.errors.contains_key(&key) {
+                *self.errors.entry(key).or_default() += 1;
             }
         }
         let second = s.done.saturating_duration_since(self.start).as_secs() as usize;

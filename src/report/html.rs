@@ -388,7 +388,7 @@ pub fn render(s: &Summary, spectrum: &str, timeline: &str, extra: &str) -> Strin
                 o,
                 "<tr><td class=n>{}</td><td>{}</td></tr>",
                 e.count,
-                esc(&e.message)
+                esc(&e.label())
             );
         }
         let _ = writeln!(o, "</table>");

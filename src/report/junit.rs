@@ -75,7 +75,7 @@ fn cases(s: &Summary) -> Vec<Case> {
                 "requests",
                 s.errors
                     .iter()
-                    .map(|e| format!("{} × {}\n", e.count, e.message))
+                    .map(|e| format!("{} × {}\n", e.count, e.label()))
                     .collect(),
             )
         }),

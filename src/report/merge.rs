@@ -16,6 +16,7 @@ use crate::check::Field;
 use crate::dps::OutcomeKey;
 use crate::driver::Outcome;
 use crate::metrics::{FieldStats, Metrics, PhaseHistos};
+use crate::outcome::Source;
 use crate::scenario::Scenario;
 use crate::threshold::{RunView, Selection};
 
@@ -178,9 +179,12 @@ pub fn merge(
             }
         }
         for e in v["errors"].as_array().into_iter().flatten() {
-            *m.errors
-                .entry(e["message"].as_str().unwrap_or_default().to_owned())
-                .or_default() += u(&e["count"]);
+            let source = e["source"]
+                .as_str()
+                .and_then(Source::parse)
+                .unwrap_or(Source::Target);
+            let message = e["message"].as_str().unwrap_or_default().to_owned();
+            *m.errors.entry((source, message)).or_default() += u(&e["count"]);
         }
         for (i, c) in v["classes"].as_array().into_iter().flatten().enumerate() {
             let Some(st) = m.classes.get_mut(i) else {

@@ -10,6 +10,7 @@ pub mod markdown;
 pub mod merge;
 pub mod text;
 
+use crate::outcome::Source;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -68,7 +69,7 @@ pub struct Summary {
     pub classes: Vec<ClassSummary>,
     /// Expectation totals.
     pub expectations: Expectations,
-    /// Transport errors by message.
+    /// Failures by source and message.
     pub errors: Vec<ErrorCount>,
     /// Device modes: per-phase statistics; null in webhook mode.
     pub phases: Option<PhaseSummary>,
@@ -260,10 +261,19 @@ pub struct Expectations {
 /// A transport error and its count.
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorCount {
-    /// Message.
+    /// Where it came from: `target`, `network`, `tls`, `generator`, `timeout`.
+    pub source: Source,
+    /// What happened.
     pub message: String,
     /// Count.
     pub count: u64,
+}
+
+impl ErrorCount {
+    /// `[source] message`, as the text reports show it.
+    pub fn label(&self) -> String {
+        format!("[{}] {}", self.source, self.message)
+    }
 }
 
 impl Summary {
@@ -329,7 +339,8 @@ impl Summary {
             errors: m
                 .errors
                 .iter()
-                .map(|(message, count)| ErrorCount {
+                .map(|((source, message), count)| ErrorCount {
+                    source: *source,
                     message: message.clone(),
                     count: *count,
                 })

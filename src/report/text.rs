@@ -160,7 +160,7 @@ pub fn render(s: &Summary) -> String {
         );
     }
     for e in &s.errors {
-        let _ = writeln!(o, "error ({}x): {}", e.count, e.message);
+        let _ = writeln!(o, "error ({}x): {}", e.count, e.label());
     }
     if !s.thresholds.is_empty() {
         let _ = writeln!(o, "\nthresholds:");

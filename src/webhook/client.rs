@@ -18,7 +18,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::dps::outcome::{Answer, Context, Decision, Rules};
 use crate::dps::Registration;
-use crate::metrics::End;
+use crate::outcome::{End, Failure, Source};
 
 /// Largest webhook response read (larger bodies are a transport error).
 const MAX_RESPONSE: usize = 1 << 20;
@@ -52,7 +52,7 @@ pub struct Allocation {
     /// How the last call ended.
     pub end: End,
     /// Transport error of the last call, if any.
-    pub error: Option<String>,
+    pub error: Option<Failure>,
     /// Calls made (1 + retries).
     pub attempts: u32,
     /// The last answer (status, body), if one arrived.
@@ -130,7 +130,7 @@ impl WebhookClient {
     }
 
     /// One POST: the answer, how it ended, and the transport error if any.
-    pub async fn call(&self, body: Bytes) -> (Option<(u16, Bytes)>, End, Option<String>) {
+    pub async fn call(&self, body: Bytes) -> (Option<(u16, Bytes)>, End, Option<Failure>) {
         let mut req = Request::post(self.uri.clone()).header(
             CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
@@ -142,24 +142,41 @@ impl WebhookClient {
             .body(Full::new(body))
             .expect("a POST with a valid URI is a valid request");
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| describe(&e))?;
+            let resp = self.client.request(req).await.map_err(|e| failure(&e))?;
             let status = resp.status().as_u16();
             let body = Limited::new(resp.into_body(), MAX_RESPONSE)
                 .collect()
                 .await
-                .map_err(|e| describe(e.as_ref()))?;
-            Ok::<_, String>((status, body.to_bytes()))
+                .map_err(|e| failure(e.as_ref()))?;
+            Ok::<_, Failure>((status, body.to_bytes()))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(r)) => (Some(r), End::Answered, None),
-            Ok(Err(e)) => (None, End::Transport, Some(e)),
+            Ok(Err(f)) => (None, End::Transport, Some(f)),
             Err(_) => (
                 None,
                 End::TimedOut,
-                Some(format!("no answer within {:?}", self.timeout)),
+                Some(Failure::new(
+                    End::TimedOut,
+                    Source::Timeout,
+                    format!("no answer within {:?}", self.timeout),
+                )),
             ),
         }
     }
+}
+
+/// A transport error as a [`Failure`]: TLS when rustls is anywhere in its causes, else network;
+/// the message is [`describe`]'s.
+pub fn failure(e: &(dyn std::error::Error + 'static)) -> Failure {
+    let mut tls = false;
+    let mut src = Some(e);
+    while let Some(s) = src {
+        tls |= is_tls(s);
+        src = s.source();
+    }
+    let source = if tls { Source::Tls } else { Source::Network };
+    Failure::new(End::Transport, source, describe(e))
 }
 
 /// A transport error as one line: the error and its causes, e.g.

@@ -1,7 +1,8 @@
 //! One device registration over HTTPS with hyper (dps-protocol.md §4): `PUT
 //! /{scope}/registrations/{id}/register` (202 expected), then `GET …/operations/{id}` after
 //! `Retry-After` until 200; the SAS token in `Authorization`; one keep-alive pool for all devices
-//! (DPS allows connection reuse). Failures are classified like the MQTT driver's.
+//! (DPS allows connection reuse). The register/poll/back-off logic is [`Session`]'s (shared with
+//! the MQTT transport); failures are classified like the MQTT driver's.
 
 use std::sync::Arc;
 
@@ -15,10 +16,10 @@ use hyper_util::client::legacy::Client as Hyper;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-use super::{Attempt, Endpoint, Polling, CLIENT_VERSION};
-use crate::dps::wire::{self, OperationStatus};
-use crate::metrics::End;
-use crate::sas::url_encode;
+use super::{Attempt, Endpoint, CLIENT_VERSION};
+use crate::dps::session::{Answer, Polling, Request as SessionRequest, Session, Step};
+use crate::dps::wire;
+use crate::outcome::{End, Failure, Source};
 
 /// The shared HTTP client.
 #[derive(Debug, Clone)]
@@ -61,7 +62,7 @@ impl Client {
         url: &str,
         token: &str,
         body: Vec<u8>,
-    ) -> Result<(u16, Option<u32>, Bytes), (End, String)> {
+    ) -> Result<(u16, Option<u32>, Bytes), Failure> {
         let req = Request::builder()
             .method(method)
             .uri(url)
@@ -72,16 +73,12 @@ impl Client {
             )
             .header(USER_AGENT, CLIENT_VERSION)
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| (End::Transport, format!("[generator] {e}")))?;
-        let resp = self.inner.request(req).await.map_err(|e| {
-            let text = crate::webhook::client::describe(&e);
-            let kind = if text.starts_with("TLS") {
-                "[tls]"
-            } else {
-                "[network]"
-            };
-            (End::Transport, format!("{kind} {text}"))
-        })?;
+            .map_err(|e| Failure::generator(e.to_string()))?;
+        let resp = self
+            .inner
+            .request(req)
+            .await
+            .map_err(|e| crate::webhook::client::failure(&e))?;
         let status = resp.status().as_u16();
         let retry = resp
             .headers()
@@ -91,12 +88,19 @@ impl Client {
         let body = Limited::new(resp.into_body(), wire::MAX_MESSAGE)
             .collect()
             .await
-            .map_err(|e| (End::Transport, format!("[network] reading the answer: {e}")))?
+            .map_err(|e| {
+                Failure::new(
+                    End::Transport,
+                    Source::Network,
+                    format!("reading the answer: {e}"),
+                )
+            })?
             .to_bytes();
         Ok((status, retry, body))
     }
 
-    /// Registers one device.
+    /// Registers one device. The registration logic is the [`Session`]'s; this only moves its
+    /// requests and answers over HTTP.
     pub async fn register(
         &self,
         ep: &Endpoint,
@@ -105,87 +109,43 @@ impl Client {
         body: &[u8],
         polling: &Polling,
     ) -> Attempt {
-        let mut a = Attempt::default();
-        let path = format!(
-            "{}/{}/registrations/{}",
-            self.base,
-            url_encode(&ep.id_scope),
-            url_encode(id)
-        );
-        let register_url = format!("{path}/register?api-version={}", wire::API_VERSION);
+        let a = Attempt::default();
         let started = Instant::now();
-        let mut url = register_url.clone();
-        let mut method = "PUT";
-        let mut payload = body.to_vec();
-        let mut throttled_in_a_row = 0;
-        loop {
-            a.requests += 1;
-            let (status, retry_after, bytes) =
-                match self.send(method, &url, token, payload.clone()).await {
-                    Ok(r) => r,
-                    Err((end, msg)) => return a.fail(end, msg, None),
-                };
-            if a.phases.first_response.is_none() {
-                a.phases.first_response = Some(started.elapsed());
-            }
-            match status {
-                200 | 202 => {
-                    let op: OperationStatus = match serde_json::from_slice(&bytes) {
-                        Ok(op) => op,
-                        Err(e) => {
-                            return a.fail(
-                                End::Answered,
-                                format!("[target] malformed response JSON: {e}"),
-                                None,
-                            )
-                        }
-                    };
-                    if status == 200 || op.status != "assigning" {
-                        a.phases.dps = Some(started.elapsed());
-                        a.state = op.registration_state;
-                        if a.state.is_none() {
-                            return a.fail(
-                                End::Answered,
-                                "[target] terminal response without registrationState".into(),
-                                None,
-                            );
-                        }
-                        return a;
-                    }
-                    throttled_in_a_row = 0;
-                    let wait = polling.after(retry_after);
-                    a.phases.retry_wait += wait;
+        let (mut session, mut request) = Session::start(*polling, "HTTP ");
+        let mut first_response = None;
+        let outcome = loop {
+            let (method, path, payload) = match &request {
+                SessionRequest::Register { .. } => {
+                    ("PUT", wire::register_path(&ep.id_scope, id), body.to_vec())
+                }
+                SessionRequest::Poll { operation_id, .. } => (
+                    "GET",
+                    wire::operation_path(&ep.id_scope, id, operation_id),
+                    Vec::new(),
+                ),
+            };
+            let url = format!("{}{path}", self.base);
+            let (status, retry_after, bytes) = match self.send(method, &url, token, payload).await {
+                Ok(r) => r,
+                Err(f) => break Err(f),
+            };
+            first_response.get_or_insert_with(|| started.elapsed());
+            match session.on_answer(Answer {
+                status,
+                rid: None,
+                retry_after,
+                body: &bytes,
+            }) {
+                Step::Ignore => unreachable!("answers without a $rid are always ours"),
+                Step::Send(wait, r) => {
                     tokio::time::sleep(wait).await;
-                    url = format!(
-                        "{path}/operations/{}?api-version={}",
-                        url_encode(&op.operation_id),
-                        wire::API_VERSION
-                    );
-                    method = "GET";
-                    payload = Vec::new();
-                    a.phases.polls += 1;
+                    request = r;
                 }
-                s if s == 429 || s >= 500 => {
-                    a.phases.throttled += u32::from(s == 429);
-                    let wait = polling.throttled(retry_after, throttled_in_a_row);
-                    throttled_in_a_row += 1;
-                    a.phases.retry_wait += wait;
-                    tokio::time::sleep(wait).await;
-                }
-                _ => {
-                    let detail: serde_json::Value =
-                        serde_json::from_slice(&bytes).unwrap_or_default();
-                    let code = detail["errorCode"].as_u64().map(|c| c as u32);
-                    return a.fail(
-                        End::Answered,
-                        format!(
-                            "[target] HTTP {status}: {}",
-                            detail["message"].as_str().unwrap_or("error")
-                        ),
-                        code,
-                    );
-                }
+                Step::Done(result) => break result,
             }
-        }
+        };
+        let mut a = a;
+        a.phases.first_response = first_response;
+        a.finish(session.counts, outcome, started)
     }
 }

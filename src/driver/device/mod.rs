@@ -15,14 +15,16 @@ pub mod twin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng as _;
 use tokio::time::Instant;
 
 use super::{Executor, Job};
 use crate::check::{self, Mismatch};
+use crate::dps::session::Counts;
+pub use crate::dps::session::Polling;
 use crate::dps::wire::RegistrationState;
 use crate::dps::{Registration, Status};
 use crate::metrics::{End, Phases, Sample};
+use crate::outcome::{Failure, Source};
 use crate::sas::{self, SrEncoding};
 use crate::scenario::{Class, DeviceTarget, Enrollment, Expect, Mode, Scenario};
 
@@ -49,8 +51,8 @@ pub struct Endpoint {
 pub struct Attempt {
     /// The terminal state, when one arrived.
     pub state: Option<RegistrationState>,
-    /// How it ended and why (set when no terminal state arrived).
-    pub failure: Option<(End, String, Option<u32>)>,
+    /// Why no terminal state arrived.
+    pub failure: Option<Failure>,
     /// Phase timings.
     pub phases: Phases,
     /// Requests sent (register + polls + retries).
@@ -58,43 +60,31 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// A failure: how it ended, a message naming its source, and the DPS error code if any.
-    pub fn fail(mut self, end: End, message: String, code: Option<u32>) -> Self {
-        self.failure = Some((end, message, code));
+    /// A failure.
+    pub fn fail(mut self, f: Failure) -> Self {
+        self.failure = Some(f);
         self
     }
-}
 
-/// The polling and back-off policy of a device.
-#[derive(Debug, Clone, Copy)]
-pub struct Polling {
-    floor: Duration,
-    cap: Duration,
-    backoff_initial: Duration,
-    backoff_max: Duration,
-}
-
-impl Polling {
-    /// The wait before the next poll: `retry-after` within [floor, cap] (2 s when absent, the
-    /// SDKs' default).
-    pub fn after(&self, retry_after: Option<u32>) -> Duration {
-        let d = retry_after.map_or(Duration::from_secs(2), |s| {
-            Duration::from_secs(u64::from(s))
-        });
-        d.clamp(self.floor, self.cap)
-    }
-
-    /// The wait after the `n`th consecutive 429: its `retry-after` if given, else exponential
-    /// back-off from `backoff_initial`, capped, with ±20 % jitter.
-    pub fn throttled(&self, retry_after: Option<u32>, n: u32) -> Duration {
-        if let Some(s) = retry_after {
-            return self.after(Some(s));
+    /// The session's counts and result; `registered` is when the register request went out.
+    pub fn finish(
+        mut self,
+        counts: Counts,
+        outcome: Result<RegistrationState, Failure>,
+        registered: Instant,
+    ) -> Self {
+        self.requests = counts.requests;
+        self.phases.polls = counts.polls;
+        self.phases.throttled = counts.throttled;
+        self.phases.retry_wait = counts.retry_wait;
+        match outcome {
+            Ok(st) => {
+                self.phases.dps = Some(registered.elapsed());
+                self.state = Some(st);
+            }
+            Err(f) => self.failure = Some(f),
         }
-        let exp = self
-            .backoff_initial
-            .saturating_mul(1 << n.min(16))
-            .min(self.backoff_max);
-        exp.mul_f64(rand::thread_rng().gen_range(0.8..1.2))
+        self
     }
 }
 
@@ -206,28 +196,15 @@ impl DeviceExecutor {
     }
 }
 
-/// The register body: `{"registrationId": …, "payload": …}` (payload only when set).
-pub fn register_body(id: &str, payload_json: Option<&str>) -> Vec<u8> {
-    let id = serde_json::Value::String(id.to_owned());
-    match payload_json {
-        Some(p) => format!(r#"{{"registrationId":{id},"payload":{p}}}"#).into_bytes(),
-        None => format!(r#"{{"registrationId":{id}}}"#).into_bytes(),
-    }
-}
-
 impl Executor for DeviceExecutor {
     async fn execute(&self, job: Job) -> Sample {
         let plan = &self.classes[job.device.class as usize];
         let id = plan.class.template.render(job.device.n);
         let round = job.index / self.population;
         let sent = Instant::now();
-        let body = register_body(&id, plan.class.payload_json.as_deref());
+        let body = crate::dps::wire::register_body(&id, plan.class.payload_json.as_deref());
         let attempt = match self.token_of(&id) {
-            None => Attempt::default().fail(
-                End::Transport,
-                "[generator] no key for this device".into(),
-                None,
-            ),
+            None => Attempt::default().fail(Failure::generator("no key for this device")),
             Some(token) => {
                 let run = async {
                     match &self.https {
@@ -242,11 +219,11 @@ impl Executor for DeviceExecutor {
                 };
                 match tokio::time::timeout(self.timeout, run).await {
                     Ok(a) => a,
-                    Err(_) => Attempt::default().fail(
+                    Err(_) => Attempt::default().fail(Failure::new(
                         End::TimedOut,
-                        format!("[timeout] no terminal status within {:?}", self.timeout),
-                        None,
-                    ),
+                        Source::Timeout,
+                        format!("no terminal status within {:?}", self.timeout),
+                    )),
                 }
             }
         };
@@ -254,20 +231,20 @@ impl Executor for DeviceExecutor {
         let mut phases = attempt.phases;
         let (registration, end, error) = match (&attempt.state, attempt.failure) {
             (Some(st), _) => (to_registration(st), End::Answered, None),
-            (None, Some((end, message, code))) => (
+            (None, Some(f)) => (
                 Registration {
-                    status: code.map(|_| Status::Failed),
-                    error_code: code,
-                    error_message: Some(message.clone()),
+                    status: f.code.map(|_| Status::Failed),
+                    error_code: f.code,
+                    error_message: Some(f.message.clone()),
                     ..Registration::default()
                 },
-                end,
-                Some(message),
+                f.end,
+                Some(f),
             ),
             (None, None) => (
                 Registration::default(),
                 End::Transport,
-                Some("[target] no answer".into()),
+                Some(Failure::target("no answer")),
             ),
         };
         let mut mismatches: Vec<Mismatch> = check::compare(&plan.state_expect, &registration);

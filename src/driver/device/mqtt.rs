@@ -3,9 +3,10 @@
 //! and a `ClientVersion` naming loadtest, SAS password, clean session, keep-alive 60 s; subscribe,
 //! register at QoS 1, poll after `retry-after`, re-send after 429, disconnect.
 //!
-//! Every way it can go wrong ends as a classified [`Attempt`] failure, never a hang (the caller's
-//! per-device timeout) or a panic: `[network]` (connect refused/reset), `[tls]` (handshake),
-//! `[target]` (CONNACK refusal, error status, malformed JSON).
+//! The register/poll/back-off logic is [`Session`]'s (shared with the HTTPS transport); this file
+//! only speaks MQTT. Every way it can go wrong ends as a classified [`Attempt`] failure, never a
+//! hang (the caller's per-device timeout) or a panic: network (connect refused/reset), TLS
+//! (handshake), target (CONNACK refusal, error status, malformed JSON).
 
 use std::time::Duration;
 
@@ -14,37 +15,47 @@ use rumqttc::{
 };
 use tokio::time::Instant;
 
-use super::{Attempt, Endpoint, Polling, CLIENT_VERSION};
+use super::{Attempt, Endpoint, CLIENT_VERSION};
 use crate::dps::codes;
-use crate::dps::wire::{self, OperationStatus};
-use crate::metrics::End;
+use crate::dps::session::{Answer, Polling, Request, Session, Step};
+use crate::dps::wire;
+use crate::outcome::{End, Failure, Source};
 
-fn classify(e: &ConnectionError) -> (End, String, Option<u32>) {
+fn classify(e: &ConnectionError) -> Failure {
     match e {
-        ConnectionError::ConnectionRefused(code) => (
-            End::Answered,
-            format!("[target] CONNACK refused: {code:?}"),
-            matches!(
-                code,
-                rumqttc::ConnectReturnCode::NotAuthorized
-                    | rumqttc::ConnectReturnCode::BadUserNamePassword
+        ConnectionError::ConnectionRefused(code) => {
+            Failure::target(format!("CONNACK refused: {code:?}")).with_code(
+                matches!(
+                    code,
+                    rumqttc::ConnectReturnCode::NotAuthorized
+                        | rumqttc::ConnectReturnCode::BadUserNamePassword
+                )
+                .then_some(codes::UNAUTHORIZED),
             )
-            .then_some(codes::UNAUTHORIZED),
-        ),
-        ConnectionError::Tls(t) => (
-            End::Transport,
-            format!("[tls] TLS handshake failed: {t}"),
-            None,
-        ),
-        ConnectionError::Io(io) => (End::Transport, format!("[network] {io}"), None),
-        ConnectionError::NetworkTimeout => {
-            (End::TimedOut, "[network] connect timed out".into(), None)
         }
-        other => (End::Transport, format!("[target] {other}"), None),
+        ConnectionError::Tls(t) => Failure::new(
+            End::Transport,
+            Source::Tls,
+            format!("TLS handshake failed: {t}"),
+        ),
+        ConnectionError::Io(io) => Failure::new(End::Transport, Source::Network, io.to_string()),
+        ConnectionError::NetworkTimeout => {
+            Failure::new(End::TimedOut, Source::Network, "connect timed out")
+        }
+        other => Failure::new(End::Transport, Source::Target, other.to_string()),
     }
 }
 
-/// Registers one device; returns when it reaches a terminal status or fails.
+/// The MQTT topic of a session request.
+fn topic(r: &Request) -> String {
+    match r {
+        Request::Register { rid } => wire::register_topic(&rid.to_string()),
+        Request::Poll { rid, operation_id } => wire::poll_topic(&rid.to_string(), operation_id),
+    }
+}
+
+/// Registers one device; returns when it reaches a terminal status or fails. The registration
+/// logic is the [`Session`]'s; this only moves its requests and answers over MQTT.
 pub async fn register(
     ep: &Endpoint,
     id: &str,
@@ -70,10 +81,7 @@ pub async fn register(
         match events.poll().await {
             Ok(Event::Incoming(Packet::ConnAck(_))) => break,
             Ok(_) => {}
-            Err(e) => {
-                let (end, msg, code) = classify(&e);
-                return a.fail(end, msg, code);
-            }
+            Err(e) => return a.fail(classify(&e)),
         }
     }
     a.phases.connect = Some(start.elapsed());
@@ -82,101 +90,46 @@ pub async fn register(
         .await
         .is_err()
     {
-        return a.fail(
-            End::Transport,
-            "[generator] client queue closed".into(),
-            None,
-        );
+        return a.fail(Failure::generator("client queue closed"));
     }
-    let mut rid = 0u32;
-    let next = |rid: &mut u32| {
-        *rid += 1;
-        rid.to_string()
-    };
     let registered = Instant::now();
-    let mut topic = wire::register_topic(&next(&mut rid));
-    let mut payload = body;
-    let mut throttled_in_a_row = 0;
-    let _ = client
-        .publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_vec())
-        .await;
-    a.requests += 1;
+    let (mut session, first) = Session::start(*polling, "res/");
+    let send = |r: &Request| {
+        let payload = match r {
+            Request::Register { .. } => body.to_vec(),
+            Request::Poll { .. } => b" ".to_vec(),
+        };
+        client.publish(topic(r), QoS::AtLeastOnce, false, payload)
+    };
+    let _ = send(&first).await;
     let outcome = loop {
         let ev = match events.poll().await {
             Ok(ev) => ev,
-            Err(e) => {
-                let (end, msg, code) = classify(&e);
-                break Err((end, msg, code));
-            }
+            Err(e) => break Err(classify(&e)),
         };
         let Event::Incoming(Packet::Publish(p)) = ev else {
             continue;
         };
-        let Some((status, got_rid, retry_after)) = wire::parse_response(&p.topic) else {
+        let Some((status, rid, retry_after)) = wire::parse_response(&p.topic) else {
             continue;
         };
-        if got_rid != rid.to_string() {
-            // A response to another request (or a stray): not ours, keep waiting.
-            continue;
-        }
-        if a.phases.first_response.is_none() {
+        let step = session.on_answer(Answer {
+            status,
+            rid: Some(&rid),
+            retry_after,
+            body: &p.payload,
+        });
+        if session.answered() && a.phases.first_response.is_none() {
             a.phases.first_response = Some(registered.elapsed());
         }
-        match status {
-            200 | 202 => {
-                let op: OperationStatus = match serde_json::from_slice(&p.payload) {
-                    Ok(op) => op,
-                    Err(e) => {
-                        break Err((
-                            End::Answered,
-                            format!("[target] malformed response JSON: {e}"),
-                            None,
-                        ))
-                    }
-                };
-                if status == 200 || op.status != "assigning" {
-                    break Ok(op);
-                }
-                throttled_in_a_row = 0;
-                let wait = polling.after(retry_after);
-                a.phases.retry_wait += wait;
+        match step {
+            Step::Ignore => {}
+            Step::Send(wait, r) => {
                 tokio::time::sleep(wait).await;
-                topic = wire::poll_topic(&next(&mut rid), &op.operation_id);
-                payload = b" ";
-                a.phases.polls += 1;
+                let _ = send(&r).await;
             }
-            s if s == 429 || s >= 500 => {
-                a.phases.throttled += u32::from(status == 429);
-                let wait = polling.throttled(retry_after, throttled_in_a_row);
-                throttled_in_a_row += 1;
-                a.phases.retry_wait += wait;
-                tokio::time::sleep(wait).await;
-                // The same request again, with a fresh $rid.
-                let old = topic.clone();
-                topic = old.replacen(
-                    &format!("$rid={rid}"),
-                    &format!("$rid={}", next(&mut rid)),
-                    1,
-                );
-            }
-            _ => {
-                let detail: serde_json::Value =
-                    serde_json::from_slice(&p.payload).unwrap_or_default();
-                let code = detail["errorCode"].as_u64().map(|c| c as u32);
-                break Err((
-                    End::Answered,
-                    format!(
-                        "[target] res/{status}: {}",
-                        detail["message"].as_str().unwrap_or("error")
-                    ),
-                    code,
-                ));
-            }
+            Step::Done(result) => break result,
         }
-        let _ = client
-            .publish(topic.clone(), QoS::AtLeastOnce, false, payload.to_vec())
-            .await;
-        a.requests += 1;
     };
     let _ = client.disconnect().await;
     // Flush the DISCONNECT (bounded: the server may already be gone).
@@ -188,19 +141,5 @@ pub async fn register(
         }
     })
     .await;
-    match outcome {
-        Ok(op) => {
-            a.phases.dps = Some(registered.elapsed());
-            a.state = op.registration_state;
-            if a.state.is_none() {
-                return a.fail(
-                    End::Answered,
-                    "[target] terminal response without registrationState".into(),
-                    None,
-                );
-            }
-            a
-        }
-        Err((end, msg, code)) => a.fail(end, msg, code),
-    }
+    a.finish(session.counts, outcome, registered)
 }

@@ -22,10 +22,16 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch, Semaphore};
 use tokio::time::Instant;
 
+use bytes::Bytes;
+
+use crate::check::Mismatch;
 use crate::device::{Device, Population};
-use crate::metrics::{Metrics, Sample};
+use crate::dps::Registration;
+use crate::metrics::{End, Metrics, Phases, Sample};
+use crate::outcome::Failure;
 use crate::pacing::Schedule;
 use crate::progress::Progress;
+use crate::transcript::Observation;
 
 /// One request to run.
 #[derive(Debug, Clone, Copy)]
@@ -36,6 +42,59 @@ pub struct Job {
     pub device: Device,
     /// When it should have started.
     pub intended: Instant,
+}
+
+/// What an executor learned about one request; [`Ended::sample`] turns it into the engine's
+/// [`Sample`] (one copy of that mapping for every executor).
+#[derive(Debug)]
+pub struct Ended {
+    /// The registration ID.
+    pub id: String,
+    /// What DPS reports to the device.
+    pub registration: Registration,
+    /// How the last attempt ended.
+    pub end: End,
+    /// Why no answer came, if so.
+    pub error: Option<Failure>,
+    /// Requests on the wire (webhook calls, or register + polls + retries).
+    pub attempts: u32,
+    /// The expectation's differing fields.
+    pub mismatches: Vec<Mismatch>,
+    /// The last request body sent, if any (conformance transcripts).
+    pub request: Option<Bytes>,
+    /// The last answer (status, body), if any (conformance transcripts).
+    pub response: Option<(u16, Bytes)>,
+    /// Per-phase timings (device modes).
+    pub phases: Option<Box<Phases>>,
+}
+
+impl Ended {
+    /// The sample of `job`, sent at `sent`, done at `done`; `observe` keeps the exchange.
+    pub fn sample(self, job: &Job, sent: Instant, done: Instant, observe: bool) -> Sample {
+        let observed = observe.then(|| {
+            Box::new(Observation {
+                registration_id: self.id.clone(),
+                registration: self.registration.clone(),
+                request: self.request,
+                response: self.response,
+                attempts: self.attempts,
+            })
+        });
+        Sample {
+            class: job.device.class,
+            intended: job.intended,
+            sent,
+            done,
+            end: self.end,
+            outcome: self.registration.key(),
+            attempts: self.attempts,
+            mismatch: (!self.mismatches.is_empty()).then(|| Box::new((self.id, self.mismatches))),
+            error: self.error,
+            hub: self.registration.assigned_hub,
+            observed,
+            phases: self.phases,
+        }
+    }
 }
 
 /// Runs one request end to end and reports what happened.

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::time::Instant;
 
-use super::{Executor, Job};
+use super::{Ended, Executor, Job};
 use crate::check;
 use crate::dps::allocation::{DeviceContext, EnrollmentRecord, RequestTemplate};
 use crate::dps::outcome::{Context, Rules};
@@ -18,7 +18,6 @@ use crate::dps::{Registration, Status};
 use crate::metrics::{End, Sample};
 use crate::outcome::Failure;
 use crate::scenario::{Class, Enrollment, Scenario, Secret, Via};
-use crate::transcript::Observation;
 pub use crate::webhook::client::SetupError;
 use crate::webhook::client::WebhookClient;
 
@@ -190,29 +189,18 @@ impl Executor for WebhookExecutor {
         };
         let done = Instant::now();
         let mismatches = check::compare(&plan.class.expect, &registration);
-        let observed = self.observe.then(|| {
-            let (request, response) = exchange.map_or((None, None), |(b, r)| (Some(b), r));
-            Box::new(Observation {
-                registration_id: id.clone(),
-                registration: registration.clone(),
-                request,
-                response,
-                attempts,
-            })
-        });
-        Sample {
-            class: job.device.class,
-            intended: job.intended,
-            sent,
-            done,
+        let (request, response) = exchange.map_or((None, None), |(b, r)| (Some(b), r));
+        Ended {
+            id,
+            registration,
             end,
-            outcome: registration.key(),
-            attempts,
-            mismatch: (!mismatches.is_empty()).then(|| Box::new((id, mismatches))),
             error,
-            hub: registration.assigned_hub,
-            observed,
+            attempts,
+            mismatches,
+            request,
+            response,
             phases: None,
         }
+        .sample(&job, sent, done, self.observe)
     }
 }

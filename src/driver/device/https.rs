@@ -16,8 +16,8 @@ use hyper_util::client::legacy::Client as Hyper;
 use hyper_util::rt::TokioExecutor;
 use tokio::time::Instant;
 
-use super::{Attempt, Endpoint, CLIENT_VERSION};
-use crate::dps::session::{Answer, Polling, Request as SessionRequest, Session, Step};
+use super::{Attempt, Endpoint, Registering, CLIENT_VERSION};
+use crate::dps::session::{Answer, Request as SessionRequest, Session, Step};
 use crate::dps::wire;
 use crate::outcome::{End, Failure, Source};
 
@@ -101,17 +101,11 @@ impl Client {
 
     /// Registers one device. The registration logic is the [`Session`]'s; this only moves its
     /// requests and answers over HTTP.
-    pub async fn register(
-        &self,
-        ep: &Endpoint,
-        id: &str,
-        token: &str,
-        body: &[u8],
-        polling: &Polling,
-    ) -> Attempt {
+    pub async fn register(&self, r: &Registering<'_>) -> Attempt {
+        let (ep, id, body) = (r.endpoint, r.id, r.body);
         let a = Attempt::default();
         let started = Instant::now();
-        let (mut session, mut request) = Session::start(*polling, "HTTP ");
+        let (mut session, mut request) = Session::start(r.polling, "HTTP ");
         let mut first_response = None;
         let outcome = loop {
             let (method, path, payload) = match &request {
@@ -125,7 +119,8 @@ impl Client {
                 ),
             };
             let url = format!("{}{path}", self.base);
-            let (status, retry_after, bytes) = match self.send(method, &url, token, payload).await {
+            let (status, retry_after, bytes) = match self.send(method, &url, r.token, payload).await
+            {
                 Ok(r) => r,
                 Err(f) => break Err(f),
             };

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{Executor, Job};
+use super::{Ended, Executor, Job};
 use crate::check::{self, Mismatch};
 use crate::dps::session::Counts;
 pub use crate::dps::session::Polling;
@@ -44,6 +44,21 @@ pub struct Endpoint {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// ID scope.
     pub id_scope: String,
+}
+
+/// One device's registration as a transport gets it.
+#[derive(Debug, Clone, Copy)]
+pub struct Registering<'a> {
+    /// Where to connect.
+    pub endpoint: &'a Endpoint,
+    /// Registration ID.
+    pub id: &'a str,
+    /// Its SAS token.
+    pub token: &'a str,
+    /// The register body.
+    pub body: &'a [u8],
+    /// Polling and back-off.
+    pub polling: Polling,
 }
 
 /// How one registration ended, before checking.
@@ -206,15 +221,17 @@ impl Executor for DeviceExecutor {
         let attempt = match self.token_of(&id) {
             None => Attempt::default().fail(Failure::generator("no key for this device")),
             Some(token) => {
+                let r = Registering {
+                    endpoint: &self.endpoint,
+                    id: &id,
+                    token: &token,
+                    body: &body,
+                    polling: self.polling,
+                };
                 let run = async {
                     match &self.https {
-                        Some(c) => {
-                            c.register(&self.endpoint, &id, &token, &body, &self.polling)
-                                .await
-                        }
-                        None => {
-                            mqtt::register(&self.endpoint, &id, &token, &body, &self.polling).await
-                        }
+                        Some(c) => c.register(&r).await,
+                        None => mqtt::register(&r).await,
                     }
                 };
                 match tokio::time::timeout(self.timeout, run).await {
@@ -279,33 +296,22 @@ impl Executor for DeviceExecutor {
                 }
             }
         }
-        let observed = self.observe.then(|| {
-            let response = attempt.state.as_ref().map(|st| {
-                let json = serde_json::to_vec(st).expect("a registration state serialises");
-                (200, bytes::Bytes::from(json))
-            });
-            Box::new(crate::transcript::Observation {
-                registration_id: id.clone(),
-                registration: registration.clone(),
-                request: Some(bytes::Bytes::from(body)),
-                response,
-                attempts: attempt.requests,
-            })
+        let response = attempt.state.as_ref().filter(|_| self.observe).map(|st| {
+            let json = serde_json::to_vec(st).expect("a registration state serialises");
+            (200, bytes::Bytes::from(json))
         });
-        Sample {
-            class: job.device.class,
-            intended: job.intended,
-            sent,
-            done,
+        Ended {
+            id,
+            registration,
             end,
-            outcome: registration.key(),
-            attempts: attempt.requests,
-            mismatch: (!mismatches.is_empty()).then(|| Box::new((id, mismatches))),
             error,
-            hub: registration.assigned_hub,
-            observed,
+            attempts: attempt.requests,
+            mismatches,
+            request: self.observe.then(|| bytes::Bytes::from(body)),
+            response,
             phases: Some(Box::new(phases)),
         }
+        .sample(&job, sent, done, self.observe)
     }
 }
 

@@ -15,9 +15,9 @@ use rumqttc::{
 };
 use tokio::time::Instant;
 
-use super::{Attempt, Endpoint, CLIENT_VERSION};
+use super::{Attempt, Registering, CLIENT_VERSION};
 use crate::dps::codes;
-use crate::dps::session::{Answer, Polling, Request, Session, Step};
+use crate::dps::session::{Answer, Request, Session, Step};
 use crate::dps::wire;
 use crate::outcome::{End, Failure, Source};
 
@@ -56,16 +56,11 @@ fn topic(r: &Request) -> String {
 
 /// Registers one device; returns when it reaches a terminal status or fails. The registration
 /// logic is the [`Session`]'s; this only moves its requests and answers over MQTT.
-pub async fn register(
-    ep: &Endpoint,
-    id: &str,
-    token: &str,
-    body: &[u8],
-    polling: &Polling,
-) -> Attempt {
+pub async fn register(r: &Registering<'_>) -> Attempt {
+    let (ep, id, body) = (r.endpoint, r.id, r.body);
     let mut a = Attempt::default();
     let mut opts = MqttOptions::new(id, ep.host.clone(), ep.port);
-    opts.set_credentials(wire::username(&ep.id_scope, id, CLIENT_VERSION), token);
+    opts.set_credentials(wire::username(&ep.id_scope, id, CLIENT_VERSION), r.token);
     opts.set_keep_alive(Duration::from_secs(60));
     opts.set_clean_session(true);
     opts.set_max_packet_size(wire::MAX_MESSAGE + 1024, wire::MAX_MESSAGE + 1024);
@@ -93,7 +88,7 @@ pub async fn register(
         return a.fail(Failure::generator("client queue closed"));
     }
     let registered = Instant::now();
-    let (mut session, first) = Session::start(*polling, "res/");
+    let (mut session, first) = Session::start(r.polling, "res/");
     let send = |r: &Request| {
         let payload = match r {
             Request::Register { .. } => body.to_vec(),

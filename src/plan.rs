@@ -9,7 +9,6 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use serde::Serialize;
 
@@ -17,7 +16,7 @@ use crate::capacity::{self, Estimate};
 use crate::driver::Stop;
 use crate::report::{html, Summary};
 use crate::run::{self, Overrides, RunError};
-use crate::scenario::{Rate, Scenario};
+use crate::scenario::Scenario;
 use crate::threshold::Selection;
 
 /// One step of the search.
@@ -118,19 +117,15 @@ pub async fn plan(
     let mut n = 0;
     while rate <= search.max && stop.level() == 0 {
         n += 1;
-        let mut step = s.clone();
-        step.load.rate = Rate::PerSecond(rate);
-        step.load.stages.clear();
-        step.load.duration = Some(search.hold);
-        step.load.count = None;
         // Abort-on-fail stays on: a step that cannot pass ends early.
+        let load = s.load.flat(rate, Some(search.hold), None);
         let report = dir.join(format!("step-{n:02}-{rate:.0}per-s"));
         let so = Overrides {
             out: Some(report.clone()),
             progress: false,
             ..o.clone()
         };
-        let f = run::run(&step, &so, stop.clone(), None).await?;
+        let f = run::run(s, &load, &so, stop.clone(), None).await?;
         let summary = f.summary;
         let why = judge(&summary, rate, o.thresholds);
         let passed = why.is_empty();
@@ -288,11 +283,4 @@ fn write(dir: &Path, p: &Plan) -> std::io::Result<()> {
     }
     body.push_str("</body></html>");
     std::fs::write(dir.join("report.html"), body)
-}
-
-/// Hold shortened for tests and quick looks.
-pub fn hold(s: &mut Scenario, hold: Option<Duration>) {
-    if let Some(h) = hold {
-        s.load.search.hold = h;
-    }
 }

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use crate::device::Population;
 use crate::driver::device::{self, DeviceExecutor};
@@ -15,30 +15,17 @@ use crate::metrics::Metrics;
 use crate::pacing::Schedule;
 use crate::progress::Progress;
 use crate::report::Summary;
-use crate::scenario::{Mode, Rate, Scenario};
+use crate::scenario::{Load, Mode, Rate, Scenario};
 use crate::threshold::{RunView, Selection, Threshold};
 use crate::webhook::server;
 
-/// Command-line values that override the scenario file.
+/// How a run is reported (the scenario's own values come from [`Scenario`], flags included).
 #[derive(Debug, Clone, Default)]
 pub struct Overrides {
-    /// `--url`.
-    pub url: Option<String>,
-    /// `--rate`.
-    pub rate: Option<Rate>,
-    /// `--connections`.
-    pub connections: Option<u32>,
-    /// `--duration`.
-    pub duration: Option<Duration>,
-    /// `--count`.
-    pub count: Option<u64>,
     /// `--out`: the report directory itself.
     pub out: Option<PathBuf>,
     /// Show the live progress bar (on a terminal).
     pub progress: bool,
-    /// `--shard i/n` (0-based `i`): this process runs a disjoint slice of the population at 1/n
-    /// of the rate.
-    pub shard: Option<(u32, u32)>,
     /// `--thresholds`: which thresholds are evaluated.
     pub thresholds: Selection,
 }
@@ -46,7 +33,7 @@ pub struct Overrides {
 /// A run could not be carried out.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
-    /// A bad override.
+    /// A device target that cannot be used.
     #[error("{0}")]
     Usage(String),
     /// The webhook URL or key cannot be used.
@@ -84,88 +71,44 @@ pub struct Finished {
     pub metrics: Metrics,
 }
 
-/// Applies the overrides to a scenario.
-pub fn apply(s: &mut Scenario, o: &Overrides) -> Result<(), RunError> {
-    if let Some(url) = &o.url {
-        s.set_target_url(url)
-            .map_err(|e| RunError::Usage(format!("--url: {e}")))?;
-    }
-    if let Some(r) = o.rate {
-        s.load.rate = r;
-        if r == Rate::Max {
-            s.load.stages.clear();
-        }
-    }
-    if let Some(c) = o.connections {
-        s.load.connections = c;
-    }
-    if o.duration.is_some() || o.count.is_some() {
-        s.load.duration = o.duration;
-        s.load.count = o.count;
-        let total: Duration = s.load.stages.iter().map(|st| st.over).sum();
-        if o.duration.is_some_and(|d| d < total) {
-            s.load.stages.clear();
-        }
-    }
-    if let Some((i, n)) = o.shard {
-        if n == 0 || i >= n {
-            return Err(RunError::Usage(format!(
-                "--shard {i}/{n}: write i/n with 0 <= i < n"
-            )));
-        }
-        let n_f = f64::from(n);
-        if let Rate::PerSecond(r) = s.load.rate {
-            s.load.rate = Rate::PerSecond(r / n_f);
-        }
-        for st in &mut s.load.stages {
-            st.to /= n_f;
-        }
-        s.load.connections = (s.load.connections / n).max(1);
-        s.load.max_in_flight = (s.load.max_in_flight / n).max(1);
-        if let Some(c) = s.load.count {
-            // Shard i takes its share of the requests, the first `c % n` shards one more.
-            s.load.count = Some(c / u64::from(n) + u64::from(u64::from(i) < c % u64::from(n)));
-        }
-    }
-    Ok(())
-}
-
-/// Runs a (validated, overridden) scenario and writes its report. With `sample` (conformance
-/// mode) exactly that population is exercised and every exchange is kept for the transcript.
+/// Runs a validated scenario at `load` (its own, or a shape `check` and `plan` derive from it)
+/// and writes its report. With `sample` (conformance mode) exactly that population is exercised
+/// and every exchange is kept for the transcript.
 pub async fn run(
     s: &Scenario,
+    load: &Load,
     o: &Overrides,
     stop: Stop,
     sample: Option<Population>,
 ) -> Result<Finished, RunError> {
     let observe = sample.is_some();
-    let population = Arc::new(match (sample, o.shard) {
+    let population = Arc::new(match (sample, s.shard) {
         (Some(p), _) => p,
         (None, Some((i, n))) => s.population().shard(i, n),
         (None, None) => s.population(),
     });
     // One pass per round unless the load says otherwise.
-    let passes = population.len() as u64 * u64::from(s.load.rounds);
-    let default_count = s.load.count.or(if s.load.duration.is_none() {
+    let passes = population.len() as u64 * u64::from(load.rounds);
+    let default_count = load.count.or(if load.duration.is_none() {
         Some(passes)
     } else {
         None
     });
-    let (pacing, target_rate, total) = match s.load.rate {
+    let (pacing, target_rate, total) = match load.rate {
         Rate::PerSecond(rate) => {
-            let schedule = Schedule::new(rate, &s.load.stages, s.load.duration, default_count);
+            let schedule = Schedule::new(rate, &load.stages, load.duration, default_count);
             let total = schedule.total();
-            let rate = if s.load.stages.is_empty() {
+            let rate = if load.stages.is_empty() {
                 rate
             } else {
-                total as f64 / s.load.duration.map_or(1.0, |d| d.as_secs_f64())
+                total as f64 / load.duration.map_or(1.0, |d| d.as_secs_f64())
             };
             (Pacing::Open(schedule), Some(rate), Some(total))
         }
         Rate::Max => (
             Pacing::Closed {
-                workers: s.load.connections,
-                duration: s.load.duration,
+                workers: load.connections,
+                duration: load.duration,
                 count: default_count,
             },
             None,
@@ -174,8 +117,8 @@ pub async fn run(
     };
     let plan = Plan {
         pacing,
-        max_in_flight: s.load.max_in_flight,
-        grace: s.load.grace,
+        max_in_flight: load.max_in_flight,
+        grace: load.grace,
         examples: s.report.examples,
         observe,
         // A check's transcript must cover the whole sample, so only `run` stops early.
@@ -220,7 +163,7 @@ pub async fn run(
         }
     };
     let mut summary = Summary::build(s, &outcome, started, target_rate);
-    summary.shard = o.shard.map(|(i, n)| format!("{i}/{n}"));
+    summary.shard = s.shard.map(|(i, n)| format!("{i}/{n}"));
     let view = RunView {
         metrics: &outcome.metrics,
         abandoned: outcome.abandoned,

@@ -176,3 +176,41 @@ fn https_targets_use_tls_and_report_handshake_failures() {
         r.stderr
     );
 }
+
+/// A flag gets the same checks as the key it overrides, and the error names the flag.
+#[test]
+fn bad_flag_values_are_refused_like_bad_keys() {
+    let s = scenario("contoso.toml");
+    let s = s.to_str().unwrap();
+    for (flag, value, want) in [
+        ("--connections", "0", "--connections: must be at least 1"),
+        ("--count", "0", "--count: must be at least 1"),
+        (
+            "--rate",
+            "1e-30",
+            "--rate: a number of requests per second from 0.001",
+        ),
+        ("--rate", "fast", "--rate: a number of requests per second"),
+        ("--duration", "soon", "--duration: `soon` is not a duration"),
+    ] {
+        let r = run(&["run", s, flag, value, "--no-progress"]);
+        assert_eq!(r.code, 2, "{flag} {value}: {}", r.stderr);
+        assert!(r.stderr.contains(want), "{flag} {value}: {}", r.stderr);
+    }
+    // The file's key gets the same rule, located in the file.
+    let dir = tempdir();
+    let path = dir.path().join("slow.toml");
+    let text = std::fs::read_to_string(scenario("contoso.toml"))
+        .unwrap()
+        .replace("rate = 2000 ", "rate = 1e-20 ");
+    std::fs::write(&path, &text).unwrap();
+    let r = run(&["run", path.to_str().unwrap(), "--no-progress"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("slow.toml:")
+            && r.stderr
+                .contains("load.rate: a number of requests per second from 0.001"),
+        "{}",
+        r.stderr
+    );
+}

@@ -56,16 +56,18 @@ pub(super) struct DpsServeArgs {
 const DEFAULT_DPS_SCENARIO: &str = include_str!("../../scenarios/contoso.toml");
 
 pub(super) async fn dps_serve(a: DpsServeArgs) -> anyhow::Result<u8> {
-    let mut s = match a.scenario.as_ref().or(a.config.as_ref()) {
-        Some(p) => Scenario::load(p)?,
-        None => Scenario::parse(
+    let flags = crate::scenario::Flags {
+        immediate: a.immediate,
+        ..Default::default()
+    };
+    let s = match a.scenario.as_ref().or(a.config.as_ref()) {
+        Some(p) => Scenario::load_with(p, &flags)?,
+        None => Scenario::parse_with(
             Path::new("(built-in) scenarios/contoso.toml"),
             DEFAULT_DPS_SCENARIO,
+            &flags,
         )?,
     };
-    if a.immediate {
-        s.emulator.immediate = true;
-    }
     let tls = match (a.tls_cert, a.tls_key) {
         (Some(cert), Some(key)) => crate::emulator::tls::Source::Files { cert, key },
         _ => crate::emulator::tls::Source::Generated(

@@ -18,7 +18,7 @@ use crate::device::keys::GroupKey;
 use crate::driver::Stop;
 use crate::report::Summary;
 use crate::run::{self, Overrides};
-use crate::scenario::{Rate, Scenario};
+use crate::scenario::{Flags, Rate, Scenario, SearchFlags};
 use crate::threshold::Selection;
 use crate::webhook::policy::Policy;
 use crate::webhook::server;
@@ -98,8 +98,8 @@ struct PlanArgs {
     #[arg(long)]
     step: Option<f64>,
     /// How long each rate is held, e.g. 5s.
-    #[arg(long, value_parser = humantime::parse_duration)]
-    hold: Option<Duration>,
+    #[arg(long)]
+    hold: Option<String>,
     /// Highest rate tried.
     #[arg(long)]
     max: Option<f64>,
@@ -148,14 +148,14 @@ struct RunArgs {
     #[arg(long)]
     url: Option<String>,
     /// Arrivals per second (open loop), or `max` for a closed loop.
-    #[arg(long, value_parser = parse_rate)]
-    rate: Option<Rate>,
+    #[arg(long)]
+    rate: Option<String>,
     /// Connections (closed loop: concurrent workers).
     #[arg(long)]
     connections: Option<u32>,
     /// Run length, e.g. 30s, 2m (overrides load.duration and load.count).
-    #[arg(long, value_parser = humantime::parse_duration)]
-    duration: Option<Duration>,
+    #[arg(long)]
+    duration: Option<String>,
     /// Number of requests (overrides load.duration and load.count).
     #[arg(long)]
     count: Option<u64>,
@@ -247,16 +247,6 @@ enum WebhookCommand {
         #[arg(long)]
         scenario: Option<PathBuf>,
     },
-}
-
-fn parse_rate(s: &str) -> Result<Rate, String> {
-    if s == "max" {
-        return Ok(Rate::Max);
-    }
-    match s.parse::<f64>() {
-        Ok(r) if r > 0.0 && r.is_finite() => Ok(Rate::PerSecond(r)),
-        _ => Err(format!("`{s}` is not a positive number or `max`")),
-    }
 }
 
 fn parse_shard(s: &str) -> Result<(u32, u32), String> {
@@ -362,48 +352,47 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
 }
 
 async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
-    let mut s = Scenario::load(&a.scenario)?;
-    if let Some(seed) = a.seed {
-        s.seed = seed;
-    }
-    let o = Overrides {
+    let flags = Flags {
         url: a.url,
         rate: a.rate,
         connections: a.connections,
         duration: a.duration,
         count: a.count,
+        seed: a.seed,
+        shard: a.shard,
+        ..Flags::default()
+    };
+    let s = Scenario::load_with(&a.scenario, &flags)?;
+    let o = Overrides {
         out: a.out,
         progress: !a.no_progress,
-        shard: a.shard,
         thresholds: a.thresholds,
     };
-    run::apply(&mut s, &o)?;
     let stop = on_ctrl_c(s.load.grace)?;
     banner("run", &s);
-    let finished = run::run(&s, &o, stop, None).await?;
+    let finished = run::run(&s, &s.load, &o, stop, None).await?;
     conclude(&finished.summary, &finished.dir, a.junit.as_deref())
 }
 
 async fn check_command(a: CheckArgs) -> anyhow::Result<u8> {
-    let mut s = Scenario::load(&a.scenario)?;
-    if let Some(seed) = a.seed {
-        s.seed = seed;
-    }
-    let o = Overrides {
+    let flags = Flags {
         url: a.url,
+        seed: a.seed,
+        ..Flags::default()
+    };
+    let s = Scenario::load_with(&a.scenario, &flags)?;
+    let o = Overrides {
         out: a.out,
         progress: !a.no_progress,
         thresholds: a.thresholds,
-        ..Overrides::default()
     };
-    run::apply(&mut s, &o)?;
     let stop = on_ctrl_c(s.load.grace)?;
     banner("check", &s);
     let opts = conformance::CheckOptions {
         update: a.update_snapshots,
         snapshot: a.snapshot,
     };
-    let checked = conformance::check(&mut s, &o, &opts, stop).await?;
+    let checked = conformance::check(&s, &o, &opts, stop).await?;
     let pending = conformance::snapshot::pending_path(&checked.snapshot);
     match &checked.comparison {
         None => eprintln!(
@@ -439,31 +428,23 @@ async fn check_command(a: CheckArgs) -> anyhow::Result<u8> {
 }
 
 async fn plan_command(a: PlanArgs) -> anyhow::Result<u8> {
-    let mut s = Scenario::load(&a.scenario)?;
-    let sr = &mut s.load.search;
-    if let Some(x) = a.start {
-        sr.start = x;
-    }
-    if let Some(x) = a.factor {
-        if x <= 1.0 {
-            bail!("--factor must be greater than 1");
-        }
-        sr.factor = x;
-    }
-    if a.step.is_some() {
-        sr.step = a.step;
-    }
-    if let Some(x) = a.max {
-        sr.max = x;
-    }
-    crate::plan::hold(&mut s, a.hold);
-    let o = Overrides {
+    let flags = Flags {
         url: a.url,
-        out: a.out,
-        thresholds: a.thresholds,
-        ..Overrides::default()
+        search: SearchFlags {
+            start: a.start,
+            factor: a.factor,
+            step: a.step,
+            hold: a.hold,
+            max: a.max,
+        },
+        ..Flags::default()
     };
-    run::apply(&mut s, &o)?;
+    let s = Scenario::load_with(&a.scenario, &flags)?;
+    let o = Overrides {
+        out: a.out,
+        progress: false,
+        thresholds: a.thresholds,
+    };
     let stop = on_ctrl_c(s.load.grace)?;
     banner("plan", &s);
     let (plan, dir) = crate::plan::plan(&s, &o, a.fleet, stop.clone()).await?;

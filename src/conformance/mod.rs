@@ -15,7 +15,7 @@ use crate::device::{Device, Population};
 use crate::driver::Stop;
 use crate::report::SnapshotResult;
 use crate::run::{self, Finished, Overrides, RunError};
-use crate::scenario::{Rate, Scenario};
+use crate::scenario::Scenario;
 use snapshot::Comparison;
 use transcript::ClassTranscript;
 
@@ -84,7 +84,7 @@ pub fn sample(s: &Scenario) -> Vec<Vec<u64>> {
 
 /// Runs the check: sample, run, transcript, compare, report.
 pub async fn check(
-    s: &mut Scenario,
+    s: &Scenario,
     o: &Overrides,
     opts: &CheckOptions,
     stop: Stop,
@@ -101,12 +101,9 @@ pub async fn check(
         })
         .collect();
     let count = devices.len() as u64;
-    s.load.rate = Rate::PerSecond(s.check.rate);
-    s.load.stages.clear();
-    s.load.duration = None;
-    s.load.count = Some(count);
+    let load = s.load.flat(s.check.rate, None, Some(count));
     let population = Population::from_devices(devices, s.seed);
-    let mut finished = run::run(s, o, stop, Some(population)).await?;
+    let mut finished = run::run(s, &load, o, stop, Some(population)).await?;
     let snap = opts
         .snapshot
         .clone()

@@ -23,6 +23,14 @@ pub mod codes {
     pub const CUSTOM_ALLOCATION_UNAUTHORIZED: u32 = 400_209;
     /// Invalid or expired credentials.
     pub const UNAUTHORIZED: u32 = 401_002;
+    /// A throttled request: DPS's own 429 codes are UNCONFIRMED; 429001 is IoT Hub's (our default).
+    pub const THROTTLED: u32 = 429_001;
+    /// An unknown operation or registration (our choice; DPS's 404 codes are UNCONFIRMED).
+    pub const NOT_FOUND: u32 = 404_201;
+    /// IoT Hub: the device (or hub) does not exist.
+    pub const HUB_DEVICE_NOT_FOUND: u32 = 404_001;
+    /// A request over the 96 KB message limit (our choice; UNCONFIRMED).
+    pub const TOO_LARGE: u32 = 413_001;
 }
 
 /// `status` of a registration operation (dps-protocol.md §3.6).

@@ -46,7 +46,7 @@ pub async fn handle(
         Err(_) => {
             return Ok(respond(Reply::error(
                 413,
-                413_001,
+                crate::dps::codes::TOO_LARGE,
                 "The request is larger than DPS's 96 KB message limit",
                 None,
             )))
@@ -59,7 +59,7 @@ pub async fn handle(
             body: emulator.counters.json().into_bytes(),
             retry_after: None,
         },
-        None => Reply::error(404, super::NOT_FOUND, "No such route", None),
+        None => Reply::error(404, crate::dps::codes::NOT_FOUND, "No such route", None),
         Some(Route::Twin { device_id }) => emulator.twin(&host, &device_id, auth.as_deref()),
         Some(Route::Register { scope, id }) => {
             match emulator.authenticate(&scope, &id, auth.as_deref()) {

@@ -34,10 +34,7 @@ pub use counters::Counters;
 use hub::Hub;
 pub use reply::Reply;
 
-/// Error code of a throttled request: DPS's own 429 codes are UNCONFIRMED; 429001 is IoT Hub's.
-pub const THROTTLED: u32 = 429_001;
-/// Error code of an unknown operation (our choice; DPS's 404 codes are UNCONFIRMED).
-pub const NOT_FOUND: u32 = 404_201;
+use codes::{HUB_DEVICE_NOT_FOUND, NOT_FOUND, THROTTLED};
 
 use crate::dps::enrollment::{Via, WhichKey};
 
@@ -450,17 +447,32 @@ impl Emulator {
         let hubs = self.hubs.lock().expect("hubs lock");
         let host = host.split(':').next().unwrap_or(host).to_ascii_lowercase();
         let Some(hub) = hubs.get(&host) else {
-            return Reply::error(404, 404_001, &format!("IoT hub {host} not found"), None);
+            return Reply::error(
+                404,
+                HUB_DEVICE_NOT_FOUND,
+                &format!("IoT hub {host} not found"),
+                None,
+            );
         };
         if let Err(why) = token
             .ok_or("no Authorization header")
             .and_then(|t| hub.authorize(t, unix_now(), self.opts.sas_skew.as_secs()))
         {
-            return Reply::error(401, 401_002, &format!("Unauthorized: {why}"), None);
+            return Reply::error(
+                401,
+                codes::UNAUTHORIZED,
+                &format!("Unauthorized: {why}"),
+                None,
+            );
         }
         match hub.devices.get(device_id) {
             Some(t) => Reply::json(200, &t.render(device_id), None),
-            None => Reply::error(404, 404_001, &format!("Device {device_id} not found"), None),
+            None => Reply::error(
+                404,
+                HUB_DEVICE_NOT_FOUND,
+                &format!("Device {device_id} not found"),
+                None,
+            ),
         }
     }
 

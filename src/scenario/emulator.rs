@@ -313,6 +313,9 @@ impl Validator<'_> {
         }
         if let Some(h) = &s.hold {
             out.hold = self.duration(h, "load.search.hold")?;
+            if out.hold.is_zero() {
+                return self.err(h.span(), "load.search.hold", "must be greater than zero");
+            }
         }
         Ok(out)
     }

@@ -30,6 +30,16 @@ pub enum ScenarioError {
         /// What is wrong and what is allowed.
         message: String,
     },
+    /// A command-line flag's value is invalid (the same checks as the key it overrides).
+    #[error("{flag}: {message} (it overrides {key})")]
+    Flag {
+        /// The flag, e.g. `--connections`.
+        flag: &'static str,
+        /// The key it overrides.
+        key: String,
+        /// What is wrong and what is allowed.
+        message: String,
+    },
 }
 
 /// Source text plus its path, for locating errors.
@@ -47,6 +57,13 @@ impl Source<'_> {
         key: impl Into<String>,
         message: impl Into<String>,
     ) -> ScenarioError {
+        if let Some(flag) = super::flags::flag_of(offset) {
+            return ScenarioError::Flag {
+                flag,
+                key: key.into(),
+                message: message.into(),
+            };
+        }
         let (line, column) = line_col(self.text, offset);
         ScenarioError::Invalid {
             path: self.path.to_owned(),

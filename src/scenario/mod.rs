@@ -12,9 +12,11 @@ pub use device::{DeviceTarget, Trust};
 pub use emulator::{Allocation, EmulatorOptions, HubOptions, Throttle};
 mod enrollment;
 mod error;
+pub mod flags;
 mod gate;
 mod raw;
 mod validate;
+pub use flags::{Flags, SearchFlags};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -65,6 +67,9 @@ pub struct Scenario {
     pub emulator: EmulatorOptions,
     /// Capacity math: fleet size and the limits assumed (`[capacity]`).
     pub capacity: CapacityOptions,
+    /// `--shard I/N` (0-based I): this process runs a disjoint slice of the population; the
+    /// load above is already this shard's share.
+    pub shard: Option<(u32, u32)>,
 }
 
 /// `[capacity]`.
@@ -200,6 +205,20 @@ pub struct Load {
     pub search: Search,
 }
 
+impl Load {
+    /// A flat open-loop shape derived from this one (`check`'s sample, `plan`'s steps): `rate`
+    /// per second, no stages, for `duration` or `count`; everything else as validated.
+    pub fn flat(&self, rate: f64, duration: Option<Duration>, count: Option<u64>) -> Load {
+        Load {
+            rate: Rate::PerSecond(rate),
+            stages: Vec::new(),
+            duration,
+            count,
+            ..self.clone()
+        }
+    }
+}
+
 /// `[load] search`: stepped open-loop rates for `loadtest plan`.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Search {
@@ -239,16 +258,26 @@ pub struct ReportOptions {
 impl Scenario {
     /// Reads and validates a scenario file.
     pub fn load(path: &Path) -> Result<Self, ScenarioError> {
+        Self::load_with(path, &Flags::default())
+    }
+
+    /// Reads a scenario file, applies the command line's flags to it, and validates the whole.
+    pub fn load_with(path: &Path, flags: &Flags) -> Result<Self, ScenarioError> {
         let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
             path: path.to_owned(),
             source,
         })?;
-        Self::parse(path, &text)
+        Self::parse_with(path, &text, flags)
     }
 
     /// Validates scenario text (`path` is used in errors).
     pub fn parse(path: &Path, text: &str) -> Result<Self, ScenarioError> {
-        validate::validate(path, text)
+        Self::parse_with(path, text, &Flags::default())
+    }
+
+    /// Validates scenario text with the command line's flags applied.
+    pub fn parse_with(path: &Path, text: &str, flags: &Flags) -> Result<Self, ScenarioError> {
+        validate::validate(path, text, flags)
     }
 
     /// The device population (seeded shuffle of all classes).
@@ -362,23 +391,6 @@ impl Scenario {
             .iter()
             .map(|c| c.range.1 - c.range.0 + 1)
             .collect()
-    }
-}
-
-impl Scenario {
-    /// Points the run at another webhook URL (`--url`): updates the target and the masked
-    /// `customAllocationDefinition.webhookUrl` DPS echoes in every request.
-    pub fn set_target_url(&mut self, url: &str) -> Result<(), String> {
-        check_url(url)?;
-        let masked = crate::dps::allocation::mask_url(url);
-        if let Some(g) = &mut self.enrollment.group {
-            g.record.custom_allocation_definition.webhook_url = masked.clone();
-        }
-        for i in &mut self.enrollment.individuals {
-            i.record.custom_allocation_definition.webhook_url = masked.clone();
-        }
-        self.target.url = Some(Secret::new(url));
-        Ok(())
     }
 }
 

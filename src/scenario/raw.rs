@@ -209,7 +209,7 @@ pub(crate) struct Load {
     pub search: Option<Search>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Search {
     pub start: Option<S<f64>>,
@@ -233,7 +233,7 @@ pub(crate) struct Report {
     pub examples: Option<usize>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Emulator {
     pub id_scope: Option<S<String>>,

@@ -8,6 +8,7 @@ use serde_json::Value;
 use toml::Spanned;
 
 use super::error::{ScenarioError, Source};
+use super::flags::Flags;
 use super::{raw, Load, Mode, Rate, ReportOptions, Scenario, Secret, Stage, Target};
 use crate::device::keys::decode_key;
 use crate::dps::outcome::{NoAnswer, RetryPolicy, Rules};
@@ -19,19 +20,27 @@ type Result<T> = std::result::Result<T, ScenarioError>;
 const EMBEDDED_URL: &str =
     "https://contoso-function-app-1098.azurewebsites.net/api/HttpTrigger1?code=embedded";
 
-pub(super) fn validate(path: &Path, text: &str) -> Result<Scenario> {
+pub(super) fn validate(path: &Path, text: &str, flags: &Flags) -> Result<Scenario> {
     let src = Source { path, text };
-    let raw: raw::Scenario = toml::from_str(text).map_err(|e| {
+    let mut raw: raw::Scenario = toml::from_str(text).map_err(|e| {
         let offset = e.span().map_or(0, |s| s.start);
         src.error_here(offset, e.message().trim().to_owned())
     })?;
-    let v = Validator { src: &src };
+    flags.apply(&mut raw);
+    let v = Validator { src: &src, flags };
     v.scenario(raw)
 }
 
 pub(super) struct Validator<'a> {
     pub(super) src: &'a Source<'a>,
+    /// The command line's overrides (already in the raw values; some rules depend on them).
+    pub(super) flags: &'a Flags,
 }
+
+/// Lowest open-loop rate: one request in ~17 minutes. Below it a schedule is meaningless.
+pub(super) const MIN_RATE: f64 = 0.001;
+/// Highest open-loop rate one process is asked for (a generator does well under a million).
+pub(super) const MAX_RATE: f64 = 10_000_000.0;
 
 impl Validator<'_> {
     pub(super) fn err<T>(
@@ -152,6 +161,7 @@ impl Validator<'_> {
             thresholds,
             emulator,
             capacity,
+            shard: self.flags.shard,
         })
     }
 
@@ -278,13 +288,15 @@ impl Validator<'_> {
         let rate = match &l.rate {
             None => Rate::PerSecond(100.0),
             Some(r) => match r.get_ref() {
-                raw::Rate::PerSecond(x) if *x > 0.0 && x.is_finite() => Rate::PerSecond(*x),
+                raw::Rate::PerSecond(x) if (MIN_RATE..=MAX_RATE).contains(x) => {
+                    Rate::PerSecond(*x)
+                }
                 raw::Rate::Word(w) if w == "max" => Rate::Max,
                 _ => {
                     return self.err(
                         r.span(),
                         "load.rate",
-                        "a positive number of requests per second, or \"max\" (closed loop)",
+                        format!("a number of requests per second from {MIN_RATE} to {MAX_RATE}, or \"max\" (closed loop)"),
                     )
                 }
             },
@@ -310,7 +322,13 @@ impl Validator<'_> {
             c => c.as_ref().map(|c| *c.get_ref()),
         };
         let mut stages = Vec::new();
-        for s in l.stages.iter().flatten() {
+        // `--rate max` replaces a ramp with a closed loop.
+        let file_stages = if self.flags.rate_is_max() {
+            None
+        } else {
+            l.stages.as_ref()
+        };
+        for s in file_stages.into_iter().flatten() {
             if !(*s.to.get_ref() >= 0.0 && s.to.get_ref().is_finite()) {
                 return self.err(s.to.span(), "load.stages.to", "a rate is a number >= 0");
             }
@@ -336,7 +354,10 @@ impl Validator<'_> {
         }
         if let (Some(d), false) = (duration, stages.is_empty()) {
             let total: Duration = stages.iter().map(|s| s.over).sum();
-            if total > d {
+            if total > d && self.flags.duration.is_some() {
+                // `--duration` shorter than the ramp: a flat run at the start rate.
+                stages.clear();
+            } else if total > d {
                 return self.err(
                     l.duration.as_ref().map_or(0..0, |d| d.span()),
                     "load.duration",
@@ -350,6 +371,35 @@ impl Validator<'_> {
             .map(|g| self.duration(g, "load.grace"))
             .transpose()?
             .unwrap_or(Duration::from_secs(5));
+        let (rate, connections, max_in_flight, count) = match self.flags.shard {
+            None => (rate, connections, max_in_flight, count),
+            Some((i, n)) => {
+                if n == 0 || i >= n {
+                    return self.err(
+                        Flags::shard_span(),
+                        "load",
+                        format!("{i}/{n}: write I/N with 0 <= I < N, e.g. 0/3"),
+                    );
+                }
+                let nf = f64::from(n);
+                for st in &mut stages {
+                    st.to /= nf;
+                }
+                let rate = match rate {
+                    Rate::PerSecond(r) => Rate::PerSecond(r / nf),
+                    Rate::Max => Rate::Max,
+                };
+                // Shard i takes its share of the requests, the first `c % n` shards one more.
+                let count =
+                    count.map(|c| c / u64::from(n) + u64::from(u64::from(i) < c % u64::from(n)));
+                (
+                    rate,
+                    (connections / n).max(1),
+                    (max_in_flight / n).max(1),
+                    count,
+                )
+            }
+        };
         Ok(Load {
             rate,
             connections,

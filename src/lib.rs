@@ -12,22 +12,21 @@
 //! 3. `run`: one scenario end to end: overrides, embedded webhook, engine, report.
 //! 4. `report`: the summary model and its writers (JSON, text, Markdown, HTML, JUnit, HdrHistogram
 //!    logs) and `report merge`.
-//! 5. `driver`: the load engine (open/closed loop, stop handling) and the executors (webhook,
-//!    MQTT and HTTPS devices).
-//! 6. `emulator`: the DPS emulator (MQTT/TLS, HTTPS, allocation, registration store, hubs and
-//!    twins).
-//! 7. `scenario`: TOML scenarios, loaded raw then validated into typed values.
-//! 8. `webhook`: the reference webhook (the seed functions, fault injection, HTTP server) and the
+//! 5. `driver`, `emulator`: the load engine (open/closed loop, stop handling) and its executors
+//!    (webhook, MQTT and HTTPS devices); the DPS emulator (MQTT/TLS, HTTPS, allocation,
+//!    registration store, hubs and twins). Neither imports the other: `run` wires them.
+//! 6. `scenario`: TOML scenarios, loaded raw then validated into typed values.
+//! 7. `webhook`: the reference webhook (the seed functions, fault injection, HTTP server) and the
 //!    DPS-side webhook client.
-//! 9. `progress`: the live progress line.
-//! 10. `threshold`: k6-style pass/fail criteria on the final histograms and counters.
-//! 11. `metrics`: HdrHistograms and counters, folded by one collector.
-//! 12. `transcript`: what each class showed, reduced to the normalised conformance transcript.
-//! 13. `check`: expectations and their comparison with outcomes.
-//! 14. `dps`: DPS protocol facts: statuses, error codes, wire formats, enrollment resolution and
+//! 8. `progress`: the live progress line.
+//! 9. `threshold`: k6-style pass/fail criteria on the final histograms and counters.
+//! 10. `metrics`: HdrHistograms and counters, folded by one collector.
+//! 11. `transcript`: what each class showed, reduced to the normalised conformance transcript.
+//! 12. `check`: expectations and their comparison with outcomes.
+//! 13. `dps`: DPS protocol facts: statuses, error codes, wire formats, enrollment resolution and
 //!     the outcome rules every driver and the emulator apply.
-//! 15. `sas`: SAS tokens (build, parse, verify), pure.
-//! 16. `device`, `pacing`, `secret`, `capacity`, `outcome`: the synthetic population and key
+//! 14. `sas`: SAS tokens (build, parse, verify), pure.
+//! 15. `device`, `pacing`, `secret`, `capacity`, `outcome`: the synthetic population and key
 //!     derivation; the open-loop schedule; the redacted secret string; the DPS and IoT Hub quota
 //!     arithmetic; how a request ended and where a failure came from. Pure.
 

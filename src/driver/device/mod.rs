@@ -9,7 +9,6 @@
 
 pub mod https;
 pub mod mqtt;
-pub mod setup;
 pub mod twin;
 
 use std::sync::Arc;

@@ -1,12 +1,14 @@
 //! Setting up a device-mode run: the endpoint (the embedded emulator started in-process on
 //! `127.0.0.1:0`, or the scenario's), TLS trust (the emulator's CA, a PEM file, the Mozilla roots
-//! for Azure), the ID scope, and the twin reader with the hubs' connection strings.
+//! for Azure), the ID scope, and the twin reader with the hubs' connection strings. It lives
+//! here, in the command layer, because it wires the emulator to the drivers: neither of those
+//! imports the other.
 
 use std::path::Path;
 use std::sync::Arc;
 
-use super::twin::TwinReader;
-use super::Endpoint;
+use crate::driver::device::twin::TwinReader;
+use crate::driver::device::Endpoint;
 use crate::emulator::serve::{self, Options, Running};
 use crate::emulator::tls;
 use crate::scenario::{Mode, Scenario, Trust};

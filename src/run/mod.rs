@@ -2,13 +2,15 @@
 //! reference webhook when no URL is given, runs the engine, writes the report directory and
 //! returns the summary. Exit-code policy lives in `cli.rs`; measuring lives in `driver/`.
 
+pub mod devices;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::device::Population;
-use crate::driver::device::{self, DeviceExecutor};
+use crate::driver::device::DeviceExecutor;
 use crate::driver::webhook::{SetupError, WebhookExecutor};
 use crate::driver::{Pacing, Plan, Stop, Watch};
 use crate::metrics::Metrics;
@@ -49,7 +51,7 @@ pub enum RunError {
     },
     /// A device-mode run could not be set up.
     #[error(transparent)]
-    Devices(#[from] device::setup::SetupError),
+    Devices(#[from] devices::SetupError),
     /// The report could not be written.
     #[error("could not write the report to {}: {source}", path.display())]
     Report {
@@ -150,7 +152,7 @@ pub async fn run(
             out
         }
         Mode::Mqtt | Mode::Https => {
-            let setup = device::setup::prepare(s).await?;
+            let setup = devices::prepare(s).await?;
             let exec = DeviceExecutor::new(s, setup.endpoint, population.len() as u64, setup.twins)
                 .map_err(RunError::Usage)?
                 .observing(observe);

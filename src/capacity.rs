@@ -80,7 +80,7 @@ impl Default for Limits {
 }
 
 /// The documented limits and where they come from (shown in reports).
-pub const SOURCES: &[(&str, &str)] = &[
+pub(crate) const SOURCES: &[(&str, &str)] = &[
     (
         "DPS device registrations: 1,000/min per service (adjustable); operations 1,000/min; polls 5 per 10 s per device",
         "Azure IoT DPS quotas and limits, learn.microsoft.com/azure/iot-dps/about-iot-dps#quotas-and-limits (include iot-dps-limits.md, version of 2026-04-24; the 2018 version said 200/min)",
@@ -97,7 +97,7 @@ pub const SOURCES: &[(&str, &str)] = &[
 
 /// The estimate for a fleet.
 #[derive(Debug, Clone, Serialize)]
-pub struct Estimate {
+pub(crate) struct Estimate {
     /// Devices to onboard.
     pub fleet: u64,
     /// Registrations/s the webhook set-up sustains (measured).
@@ -127,7 +127,7 @@ pub struct Estimate {
 }
 
 /// Estimates onboarding `fleet` devices with a webhook that sustains `webhook_per_s` per instance.
-pub fn estimate(fleet: u64, webhook_per_s: f64, limits: &Limits) -> Estimate {
+pub(crate) fn estimate(fleet: u64, webhook_per_s: f64, limits: &Limits) -> Estimate {
     let webhook = webhook_per_s * f64::from(limits.webhook_instances);
     let dps = limits.dps_registrations_per_minute / 60.0 * f64::from(limits.dps_instances);
     let hubs = limits.hub_tier.registry_per_second()
@@ -178,7 +178,7 @@ pub fn estimate(fleet: u64, webhook_per_s: f64, limits: &Limits) -> Estimate {
 }
 
 /// `3 h 12 min`, `45 s`.
-pub fn human(secs: f64) -> String {
+pub(crate) fn human(secs: f64) -> String {
     if !secs.is_finite() {
         return "never".into();
     }

@@ -29,25 +29,31 @@
 //! 15. `device`, `pacing`, `secret`, `capacity`, `outcome`: the synthetic population and key
 //!     derivation; the open-loop schedule; the redacted secret string; the DPS and IoT Hub quota
 //!     arithmetic; how a request ended and where a failure came from. Pure.
+//!
+//! # Public surface
+//!
+//! `cli` (the binary's entry point), and what the integration tests, benches and fuzz targets
+//! drive directly: `check`, `device`, `dps`, `emulator`, `sas`, `scenario`. Everything else is
+//! `pub(crate)`: it is reached through the CLI, not as a library API.
 
-pub mod capacity;
+pub(crate) mod capacity;
 pub mod check;
 pub mod cli;
-pub mod conformance;
+pub(crate) mod conformance;
 pub mod device;
 pub mod dps;
-pub mod driver;
+pub(crate) mod driver;
 pub mod emulator;
-pub mod metrics;
-pub mod outcome;
-pub mod pacing;
-pub mod plan;
-pub mod progress;
-pub mod report;
-pub mod run;
+pub(crate) mod metrics;
+pub(crate) mod outcome;
+pub(crate) mod pacing;
+pub(crate) mod plan;
+pub(crate) mod progress;
+pub(crate) mod report;
+pub(crate) mod run;
 pub mod sas;
 pub mod scenario;
-pub mod secret;
-pub mod threshold;
-pub mod transcript;
-pub mod webhook;
+pub(crate) mod secret;
+pub(crate) mod threshold;
+pub(crate) mod transcript;
+pub(crate) mod webhook;

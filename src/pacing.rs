@@ -56,7 +56,7 @@ impl Segment {
 
 /// The intended send offsets of a run.
 #[derive(Debug, Clone)]
-pub struct Schedule {
+pub(crate) struct Schedule {
     segments: Vec<Segment>,
     total: u64,
 }
@@ -64,7 +64,7 @@ pub struct Schedule {
 impl Schedule {
     /// Builds a schedule from a start rate, stages and stop conditions. With neither `duration`
     /// nor `count` the caller must pass a count (e.g. one pass over the population).
-    pub fn new(
+    pub(crate) fn new(
         start_rate: f64,
         stages: &[Stage],
         duration: Option<Duration>,
@@ -107,12 +107,12 @@ impl Schedule {
     }
 
     /// Number of requests scheduled.
-    pub fn total(&self) -> u64 {
+    pub(crate) fn total(&self) -> u64 {
         self.total
     }
 
     /// Intended offset of request `k` from the start, or `None` past the end of the schedule.
-    pub fn offset(&self, k: u64) -> Option<Duration> {
+    pub(crate) fn offset(&self, k: u64) -> Option<Duration> {
         if k >= self.total {
             return None;
         }

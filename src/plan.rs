@@ -21,7 +21,7 @@ use crate::threshold::Selection;
 
 /// One step of the search.
 #[derive(Debug, Clone, Serialize)]
-pub struct Step {
+pub(crate) struct Step {
     /// Offered rate, per second.
     pub rate: f64,
     /// Achieved answers per second.
@@ -42,7 +42,7 @@ pub struct Step {
 
 /// The search result.
 #[derive(Debug, Clone, Serialize)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Scenario name.
     pub scenario: String,
     /// Every step, in order.
@@ -95,7 +95,7 @@ fn judge(s: &Summary, offered: f64, selection: Selection) -> Vec<String> {
 }
 
 /// Runs the search. `o` carries `--url`, `--out` (the plan directory) and progress.
-pub async fn plan(
+pub(crate) async fn plan(
     s: &Scenario,
     o: &Overrides,
     fleet: Option<u64>,
@@ -180,7 +180,7 @@ pub async fn plan(
 }
 
 /// The plan as markdown (also printed).
-pub fn markdown(p: &Plan) -> String {
+pub(crate) fn markdown(p: &Plan) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "## loadtest plan `{}`\n", p.scenario);
     let _ = writeln!(

@@ -9,13 +9,13 @@ use crate::metrics::Metrics;
 
 /// A progress display, possibly hidden.
 #[derive(Debug, Clone)]
-pub struct Progress {
+pub(crate) struct Progress {
     bar: Option<ProgressBar>,
 }
 
 impl Progress {
     /// A bar of `total` requests (a spinner when unknown), shown only on a terminal.
-    pub fn new(total: Option<u64>, enabled: bool) -> Self {
+    pub(crate) fn new(total: Option<u64>, enabled: bool) -> Self {
         if !enabled || !std::io::stderr().is_terminal() {
             return Self { bar: None };
         }
@@ -40,7 +40,7 @@ impl Progress {
     }
 
     /// Redraws from the current metrics.
-    pub fn update(&self, m: &Metrics) {
+    pub(crate) fn update(&self, m: &Metrics) {
         let Some(bar) = &self.bar else { return };
         bar.set_position(m.samples);
         let secs = m.start().elapsed().as_secs_f64().max(1e-3);
@@ -55,7 +55,7 @@ impl Progress {
     }
 
     /// Removes the bar.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }

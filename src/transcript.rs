@@ -117,7 +117,7 @@ fn outcome_line(o: &Observation) -> String {
 
 /// One class of the transcript.
 #[derive(Debug)]
-pub struct ClassTranscript<'a> {
+pub(crate) struct ClassTranscript<'a> {
     /// Class name.
     pub name: &'a str,
     /// Devices in the class.
@@ -130,7 +130,7 @@ pub struct ClassTranscript<'a> {
 
 /// What the transcript's example exchange and request counts describe.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exchange {
+pub(crate) enum Exchange {
     /// Webhook mode: the AllocationRequest and the webhook's answer; webhook calls (DPS retries).
     Webhook,
     /// Device modes: the register body and the terminal registration state; requests on the
@@ -139,7 +139,7 @@ pub enum Exchange {
 }
 
 /// Renders the transcript text (ends with a newline).
-pub fn render(
+pub(crate) fn render(
     scenario: &str,
     sample: &str,
     exchange: Exchange,
@@ -244,7 +244,7 @@ fn body_text(body: &[u8], sort: bool) -> String {
 }
 
 /// Compact JSON with sorted keys and volatile values redacted.
-pub fn canonical(v: &Value) -> String {
+pub(crate) fn canonical(v: &Value) -> String {
     let mut v = v.clone();
     redact(&mut v);
     sorted(v).to_string()
@@ -263,7 +263,7 @@ fn sorted(v: Value) -> Value {
 }
 
 /// Replaces volatile values: known keys, and any string that is an RFC 3339 timestamp.
-pub fn redact(v: &mut Value) {
+pub(crate) fn redact(v: &mut Value) {
     match v {
         Value::Object(m) => {
             for (k, val) in m.iter_mut() {

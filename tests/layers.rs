@@ -100,7 +100,10 @@ fn imports_only_go_down_the_layers_of_lib_rs() {
     listed.sort_unstable();
     let mut declared: Vec<&str> = lib
         .lines()
-        .filter_map(|l| l.strip_prefix("pub mod "))
+        .filter_map(|l| {
+            l.strip_prefix("pub mod ")
+                .or_else(|| l.strip_prefix("pub(crate) mod "))
+        })
         .map(|l| l.trim_end_matches(';'))
         .collect();
     declared.sort_unstable();

@@ -6,8 +6,8 @@
 //! Measuring is `run::run`'s job; exit codes are the CLI's. This module only chooses the
 //! sample, builds the transcript and records the comparison in the report.
 
-pub mod snapshot;
-pub use crate::transcript;
+pub(crate) mod snapshot;
+pub(crate) use crate::transcript;
 
 use std::path::{Path, PathBuf};
 
@@ -21,7 +21,7 @@ use transcript::ClassTranscript;
 
 /// Options of `loadtest check` beyond those shared with `run`.
 #[derive(Debug, Clone, Default)]
-pub struct CheckOptions {
+pub(crate) struct CheckOptions {
     /// Accept the transcript as the new snapshot.
     pub update: bool,
     /// Snapshot file (default: `[check] snapshot`, then `snapshots/<name>.snap`).
@@ -30,7 +30,7 @@ pub struct CheckOptions {
 
 /// A finished check.
 #[derive(Debug)]
-pub struct Checked {
+pub(crate) struct Checked {
     /// The run and its report (the summary includes the snapshot result).
     pub finished: Finished,
     /// The snapshot file.
@@ -42,7 +42,7 @@ pub struct Checked {
 
 /// `loadtest check` could not be carried out.
 #[derive(Debug, thiserror::Error)]
-pub enum CheckError {
+pub(crate) enum CheckError {
     /// The run failed.
     #[error(transparent)]
     Run(#[from] RunError),
@@ -58,7 +58,7 @@ pub enum CheckError {
 
 /// The devices `loadtest check` exercises: per class, `per_class` numbers spread evenly over
 /// its range (first and last included), or all of them.
-pub fn sample(s: &Scenario) -> Vec<Vec<u64>> {
+pub(crate) fn sample(s: &Scenario) -> Vec<Vec<u64>> {
     s.classes
         .iter()
         .map(|c| {
@@ -83,7 +83,7 @@ pub fn sample(s: &Scenario) -> Vec<Vec<u64>> {
 }
 
 /// Runs the check: sample, run, transcript, compare, report.
-pub async fn check(
+pub(crate) async fn check(
     s: &Scenario,
     o: &Overrides,
     opts: &CheckOptions,

@@ -19,7 +19,7 @@ const CONTEXT: usize = 3;
 
 /// The result of comparing a transcript with its snapshot.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Comparison {
+pub(crate) enum Comparison {
     /// Identical.
     Match,
     /// No snapshot yet; the transcript was written to `.snap.new`.
@@ -39,13 +39,8 @@ pub enum Comparison {
 }
 
 impl Comparison {
-    /// True when the gate passes.
-    pub fn passed(&self) -> bool {
-        matches!(self, Comparison::Match | Comparison::Updated { .. })
-    }
-
     /// `match`, `missing`, `drift` or `updated`.
-    pub fn label(&self) -> &'static str {
+    pub(crate) fn label(&self) -> &'static str {
         match self {
             Comparison::Match => "match",
             Comparison::Missing => "missing",
@@ -56,14 +51,14 @@ impl Comparison {
 }
 
 /// The `.snap.new` path beside a snapshot.
-pub fn pending_path(snap: &Path) -> PathBuf {
+pub(crate) fn pending_path(snap: &Path) -> PathBuf {
     let mut p = snap.as_os_str().to_owned();
     p.push(".new");
     PathBuf::from(p)
 }
 
 /// A whole `.snap` file.
-pub fn render_file(expression: &str, transcript: &str) -> String {
+pub(crate) fn render_file(expression: &str, transcript: &str) -> String {
     format!(
         "---\nsource: {SOURCE}\nexpression: {}\n---\n{}\n",
         serde_json::Value::String(expression.to_owned()),
@@ -73,7 +68,7 @@ pub fn render_file(expression: &str, transcript: &str) -> String {
 
 /// The body of a `.snap` file (after the header), normalised as insta does (CRLF → LF, trailing
 /// whitespace trimmed). A file without a header is taken whole.
-pub fn body_of(file: &str) -> String {
+pub(crate) fn body_of(file: &str) -> String {
     let file = file.replace("\r\n", "\n");
     let body = match file.strip_prefix("---\n") {
         Some(rest) => match rest.find("\n---\n") {
@@ -87,7 +82,7 @@ pub fn body_of(file: &str) -> String {
 
 /// Compares `transcript` with the snapshot at `snap`, writing `.snap.new` or (with `update`) the
 /// snapshot itself. A stale `.snap.new` is removed when the transcript matches.
-pub fn compare(
+pub(crate) fn compare(
     snap: &Path,
     expression: &str,
     transcript: &str,
@@ -131,7 +126,7 @@ pub fn compare(
 
 /// A unified diff whose hunk headers name the class they fall in:
 /// `@@ -12,7 +12,7 @@ class toaster`.
-pub fn diff(old: &str, new: &str) -> String {
+pub(crate) fn diff(old: &str, new: &str) -> String {
     let d = TextDiff::from_lines(old, new);
     let old_lines: Vec<&str> = old.lines().collect();
     let mut out = String::from("--- snapshot\n+++ this run\n");
@@ -207,7 +202,7 @@ fn blocks(t: &str) -> Vec<(String, String, String)> {
 }
 
 /// One line per changed class: `class toaster: outcomes, initial twins, example`.
-pub fn drift_summary(old: &str, new: &str) -> String {
+pub(crate) fn drift_summary(old: &str, new: &str) -> String {
     let (a, b) = (blocks(old), blocks(new));
     let mut classes: Vec<String> = Vec::new();
     for (c, ..) in a.iter().chain(&b) {
@@ -251,7 +246,7 @@ pub fn drift_summary(old: &str, new: &str) -> String {
 }
 
 /// ANSI colours for a terminal: removals red, additions green, hunk headers cyan.
-pub fn colourise(diff: &str) -> String {
+pub(crate) fn colourise(diff: &str) -> String {
     let mut out = String::with_capacity(diff.len() + 64);
     for line in diff.lines() {
         let code = if line.starts_with("@@") {

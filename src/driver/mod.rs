@@ -11,8 +11,8 @@
 //! `grace` to finish, and whatever is still running then is counted as timed out. Every
 //! scheduled request ends up in exactly one of completed / failed / timed out / not sent.
 
-pub mod device;
-pub mod webhook;
+pub(crate) mod device;
+pub(crate) mod webhook;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -35,7 +35,7 @@ use crate::transcript::Observation;
 
 /// One request to run.
 #[derive(Debug, Clone, Copy)]
-pub struct Job {
+pub(crate) struct Job {
     /// Request number.
     pub index: u64,
     /// Which device.
@@ -47,7 +47,7 @@ pub struct Job {
 /// What an executor learned about one request; [`Ended::sample`] turns it into the engine's
 /// [`Sample`] (one copy of that mapping for every executor).
 #[derive(Debug)]
-pub struct Ended {
+pub(crate) struct Ended {
     /// The registration ID.
     pub id: String,
     /// What DPS reports to the device.
@@ -70,7 +70,7 @@ pub struct Ended {
 
 impl Ended {
     /// The sample of `job`, sent at `sent`, done at `done`; `observe` keeps the exchange.
-    pub fn sample(self, job: &Job, sent: Instant, done: Instant, observe: bool) -> Sample {
+    pub(crate) fn sample(self, job: &Job, sent: Instant, done: Instant, observe: bool) -> Sample {
         let observed = observe.then(|| {
             Box::new(Observation {
                 registration_id: self.id.clone(),
@@ -98,14 +98,14 @@ impl Ended {
 }
 
 /// Runs one request end to end and reports what happened.
-pub trait Executor: Send + Sync + 'static {
+pub(crate) trait Executor: Send + Sync + 'static {
     /// Executes a job; never panics on target misbehaviour.
     fn execute(&self, job: Job) -> impl Future<Output = Sample> + Send;
 }
 
 /// How requests are started.
 #[derive(Debug, Clone)]
-pub enum Pacing {
+pub(crate) enum Pacing {
     /// Open loop on a schedule.
     Open(Schedule),
     /// Closed loop.
@@ -121,7 +121,7 @@ pub enum Pacing {
 
 /// Engine parameters.
 #[derive(Debug, Clone)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Open or closed loop.
     pub pacing: Pacing,
     /// Open loop: maximum requests in flight.
@@ -141,10 +141,10 @@ pub struct Plan {
 /// An early-stop check: given the metrics so far and the number of requests still to come
 /// (`None` = unknown), the reason to stop, if any.
 #[derive(Clone)]
-pub struct Watch(pub Arc<WatchFn>);
+pub(crate) struct Watch(pub Arc<WatchFn>);
 
 /// The function inside a [`Watch`].
-pub type WatchFn = dyn Fn(&Metrics, Option<u64>) -> Option<String> + Send + Sync;
+pub(crate) type WatchFn = dyn Fn(&Metrics, Option<u64>) -> Option<String> + Send + Sync;
 
 impl std::fmt::Debug for Watch {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -154,7 +154,7 @@ impl std::fmt::Debug for Watch {
 
 /// Stop requests: 1 = stop scheduling (graceful), 2 = abandon in-flight requests too.
 #[derive(Debug, Clone)]
-pub struct Stop {
+pub(crate) struct Stop {
     tx: Arc<watch::Sender<u8>>,
 }
 
@@ -168,12 +168,12 @@ impl Default for Stop {
 
 impl Stop {
     /// Requests a stop; a second request abandons in-flight work.
-    pub fn request(&self) {
+    pub(crate) fn request(&self) {
         self.tx.send_modify(|v| *v = (*v + 1).min(2));
     }
 
     /// Current level.
-    pub fn level(&self) -> u8 {
+    pub(crate) fn level(&self) -> u8 {
         *self.tx.borrow()
     }
 
@@ -185,7 +185,7 @@ impl Stop {
 
 /// What the engine measured.
 #[derive(Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Everything recorded.
     pub metrics: Metrics,
     /// Requests the run intended to make.
@@ -204,13 +204,13 @@ pub struct Outcome {
 
 impl Outcome {
     /// Scheduled but never sent.
-    pub fn not_sent(&self) -> u64 {
+    pub(crate) fn not_sent(&self) -> u64 {
         self.scheduled.saturating_sub(self.sent)
     }
 }
 
 /// Runs a plan to completion (or until stopped).
-pub async fn run<E: Executor>(
+pub(crate) async fn run<E: Executor>(
     exec: Arc<E>,
     population: Arc<Population>,
     plan: Plan,

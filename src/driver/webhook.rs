@@ -18,7 +18,7 @@ use crate::dps::{Registration, Status};
 use crate::metrics::{End, Sample};
 use crate::outcome::Failure;
 use crate::scenario::{Class, Enrollment, Scenario, Secret, Via};
-pub use crate::webhook::client::SetupError;
+pub(crate) use crate::webhook::client::SetupError;
 use crate::webhook::client::WebhookClient;
 
 /// What one enrollment offers the webhook for one class.
@@ -58,7 +58,7 @@ struct ClassPlan {
 
 /// The webhook-mode executor.
 #[derive(Debug)]
-pub struct WebhookExecutor {
+pub(crate) struct WebhookExecutor {
     client: WebhookClient,
     rules: Rules,
     classes: Vec<ClassPlan>,
@@ -72,7 +72,7 @@ pub struct WebhookExecutor {
 
 impl WebhookExecutor {
     /// Prepares everything constant for the run. `url` is the effective webhook URL.
-    pub fn new(s: &Scenario, url: &str) -> Result<Self, SetupError> {
+    pub(crate) fn new(s: &Scenario, url: &str) -> Result<Self, SetupError> {
         let client = WebhookClient::new(
             url,
             s.target.function_key.as_ref().map(Secret::expose),
@@ -125,7 +125,7 @@ impl WebhookExecutor {
     }
 
     /// Keeps each request's full exchange in its sample (conformance mode).
-    pub fn observing(mut self, on: bool) -> Self {
+    pub(crate) fn observing(mut self, on: bool) -> Self {
         self.observe = on;
         self
     }

@@ -6,7 +6,7 @@
 //! experience, coordinated-omission corrected), `service` = done − first send (what the target
 //! spent, retries included), `lag` = first send − intended (how late the generator was).
 
-pub mod intervals;
+pub(crate) mod intervals;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -23,7 +23,7 @@ pub(crate) const HIGHEST_US: u64 = 3_600_000_000;
 /// Distinct transport-error messages kept.
 const MAX_ERROR_KINDS: usize = 20;
 
-pub use crate::outcome::End;
+pub(crate) use crate::outcome::End;
 use crate::outcome::{Failure, Source};
 
 /// The result of one scheduled request.

@@ -13,7 +13,7 @@ use crate::metrics::Metrics;
 
 /// The `.hgrm` text of a µs histogram, in milliseconds (5 ticks per half distance, like
 /// `outputPercentileDistribution`).
-pub fn hgrm(h: &Histogram<u64>) -> String {
+pub(crate) fn hgrm(h: &Histogram<u64>) -> String {
     let mut out = String::from("       Value     Percentile TotalCount 1/(1-Percentile)\n\n");
     if h.is_empty() {
         return out;
@@ -60,7 +60,7 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
 
 /// Every final histogram of a run by name: `latency`, `service`, `lag`,
 /// `class/<index>/{latency,service,lag}`, `phase/{connect,first_response,dps,retry_wait,polls}`.
-pub fn named(m: &Metrics) -> Vec<(String, &Histogram<u64>)> {
+pub(crate) fn named(m: &Metrics) -> Vec<(String, &Histogram<u64>)> {
     let mut v: Vec<(String, &Histogram<u64>)> = vec![
         ("latency".into(), &m.overall.latency),
         ("service".into(), &m.overall.service),
@@ -82,7 +82,7 @@ pub fn named(m: &Metrics) -> Vec<(String, &Histogram<u64>)> {
 }
 
 /// `histograms.json`: name → base64 of the V2-deflate encoding.
-pub fn encode_all(m: &Metrics) -> String {
+pub(crate) fn encode_all(m: &Metrics) -> String {
     use base64::Engine as _;
     use hdrhistogram::serialization::{Serializer as _, V2DeflateSerializer};
     let mut ser = V2DeflateSerializer::new();
@@ -100,7 +100,7 @@ pub fn encode_all(m: &Metrics) -> String {
 }
 
 /// Decodes one entry of `histograms.json`.
-pub fn decode(b64: &str) -> Result<Histogram<u64>, String> {
+pub(crate) fn decode(b64: &str) -> Result<Histogram<u64>, String> {
     use base64::Engine as _;
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(b64)
@@ -112,7 +112,11 @@ pub fn decode(b64: &str) -> Result<Histogram<u64>, String> {
 
 /// Writes `latency.hgrm`, `latency.hlog` and `histograms.json` into `dir` (the interval log is
 /// taken out of the metrics).
-pub fn write(dir: &Path, m: &mut Metrics, started: std::time::SystemTime) -> std::io::Result<()> {
+pub(crate) fn write(
+    dir: &Path,
+    m: &mut Metrics,
+    started: std::time::SystemTime,
+) -> std::io::Result<()> {
     std::fs::write(dir.join("latency.hgrm"), hgrm(&m.overall.latency))?;
     std::fs::write(dir.join("histograms.json"), encode_all(m))?;
     if let Some(log) = m.intervals.take() {

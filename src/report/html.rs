@@ -31,7 +31,7 @@ fn swatch(c: RGBColor) -> impl Fn((i32, i32)) -> PathElement<(i32, i32)> {
 }
 
 /// The latency percentile spectrum: x = nines (0 = 0 %, 1 = 90 %, 2 = 99 %, 3 = 99.9 %), y = ms.
-pub fn spectrum_svg(series: &[(&str, &Histogram<u64>, RGBColor)]) -> String {
+pub(crate) fn spectrum_svg(series: &[(&str, &Histogram<u64>, RGBColor)]) -> String {
     type Line<'a> = (&'a str, Vec<(f64, f64)>, RGBColor);
     let pts: Vec<Line<'_>> = series
         .iter()
@@ -104,7 +104,7 @@ pub fn spectrum_svg(series: &[(&str, &Histogram<u64>, RGBColor)]) -> String {
 }
 
 /// Throughput and latency per second: `(second, completions, p50 µs, p99 µs)`.
-pub fn timeline_svg(t: &[(u64, u64, u64, u64)]) -> String {
+pub(crate) fn timeline_svg(t: &[(u64, u64, u64, u64)]) -> String {
     let mut svg = String::new();
     if t.is_empty() {
         return svg;
@@ -162,7 +162,7 @@ pub fn timeline_svg(t: &[(u64, u64, u64, u64)]) -> String {
 }
 
 /// Offered rate → achieved throughput and p99 (the capacity search).
-pub fn curve_svg(steps: &[(f64, f64, u64, bool)]) -> String {
+pub(crate) fn curve_svg(steps: &[(f64, f64, u64, bool)]) -> String {
     let mut svg = String::new();
     if steps.is_empty() {
         return svg;
@@ -226,7 +226,7 @@ pub fn curve_svg(steps: &[(f64, f64, u64, bool)]) -> String {
 }
 
 /// The capacity section: the estimate and the documented limits with their sources.
-pub fn capacity_section(e: &Estimate, what: &str) -> String {
+pub(crate) fn capacity_section(e: &Estimate, what: &str) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "<h2>Capacity</h2><p class=\"small\">{}</p>", esc(what));
     let _ = writeln!(
@@ -267,7 +267,7 @@ pub fn capacity_section(e: &Estimate, what: &str) -> String {
 }
 
 /// The whole page.
-pub fn render(s: &Summary, spectrum: &str, timeline: &str, extra: &str) -> String {
+pub(crate) fn render(s: &Summary, spectrum: &str, timeline: &str, extra: &str) -> String {
     let mut o = String::new();
     let verdict = if s.passed() {
         "<span class=pass>PASS</span>"

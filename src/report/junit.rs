@@ -127,7 +127,7 @@ fn cases(s: &Summary) -> Vec<Case> {
 }
 
 /// The JUnit document.
-pub fn render(s: &Summary) -> io::Result<String> {
+pub(crate) fn render(s: &Summary) -> io::Result<String> {
     let cases = cases(s);
     let failures = cases.iter().filter(|c| c.failure.is_some()).count();
     let skipped = cases.iter().filter(|c| c.skipped.is_some()).count();

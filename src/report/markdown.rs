@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::Summary;
 
 /// Renders the summary as markdown.
-pub fn render(s: &Summary) -> String {
+pub(crate) fn render(s: &Summary) -> String {
     let mut o = String::new();
     let mark = if s.passed() { "✅ pass" } else { "❌ fail" };
     let _ = writeln!(o, "## loadtest `{}`: {mark}\n", s.scenario);

@@ -22,7 +22,7 @@ use crate::threshold::{RunView, Selection};
 
 /// The reports cannot be merged.
 #[derive(Debug, thiserror::Error)]
-pub enum MergeError {
+pub(crate) enum MergeError {
     /// A file is missing or unreadable.
     #[error("{}: {source}", path.display())]
     Io {
@@ -95,7 +95,7 @@ fn add(into: &mut Histogram<u64>, from: Option<&Histogram<u64>>) {
 }
 
 /// Merges shard report directories into `out`; returns the merged summary.
-pub fn merge(
+pub(crate) fn merge(
     dirs: &[PathBuf],
     scenario: Option<&Path>,
     out: &Path,

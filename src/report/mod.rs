@@ -3,12 +3,12 @@
 //! ([`text`]), markdown ([`markdown`]) and JUnit XML ([`junit`]). Writers only render the model; nothing here measures or decides.
 //! No secret reaches the model: the target is stored masked.
 
-pub mod hdr;
-pub mod html;
-pub mod junit;
-pub mod markdown;
-pub mod merge;
-pub mod text;
+pub(crate) mod hdr;
+pub(crate) mod html;
+pub(crate) mod junit;
+pub(crate) mod markdown;
+pub(crate) mod merge;
+pub(crate) mod text;
 
 use crate::outcome::Source;
 use std::collections::BTreeMap;
@@ -19,14 +19,14 @@ use serde::Serialize;
 
 use crate::driver::Outcome;
 use crate::metrics::ClassStats;
-use crate::scenario::{Rate, Scenario};
+use crate::scenario::Scenario;
 
 /// Version of the `summary.json` layout.
-pub const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 2;
 
 /// The run summary.
 #[derive(Debug, Clone, Serialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// Layout version.
     pub schema_version: u32,
     /// `loadtest` version.
@@ -91,7 +91,7 @@ pub struct Summary {
 
 /// Per-phase statistics of device registrations (µs, polls as counts).
 #[derive(Debug, Clone, Serialize)]
-pub struct PhaseSummary {
+pub(crate) struct PhaseSummary {
     /// TCP + TLS + CONNACK (MQTT only).
     pub connect_us: Stats,
     /// Register request → first response.
@@ -112,7 +112,7 @@ pub struct PhaseSummary {
 
 /// One threshold's verdict.
 #[derive(Debug, Clone, Serialize)]
-pub struct ThresholdResult {
+pub(crate) struct ThresholdResult {
     /// As written: `latency.p99 < 250ms`.
     pub name: String,
     /// Measured value for display, or `no data`.
@@ -127,7 +127,7 @@ pub struct ThresholdResult {
 
 /// The snapshot comparison of `loadtest check`.
 #[derive(Debug, Clone, Serialize)]
-pub struct SnapshotResult {
+pub(crate) struct SnapshotResult {
     /// The snapshot file.
     pub path: String,
     /// `match`, `missing`, `drift` or `updated`.
@@ -140,7 +140,7 @@ pub struct SnapshotResult {
 
 /// Scheduled = completed + failed + timed_out + not_sent.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Requests {
+pub(crate) struct Requests {
     /// Planned.
     pub scheduled: u64,
     /// Started.
@@ -161,7 +161,7 @@ pub struct Requests {
 
 /// Latency statistics in µs.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Stats {
+pub(crate) struct Stats {
     /// Median.
     pub p50: u64,
     /// 90th percentile.
@@ -202,7 +202,7 @@ impl Stats {
 
 /// One class.
 #[derive(Debug, Clone, Serialize)]
-pub struct ClassSummary {
+pub(crate) struct ClassSummary {
     /// Class name.
     pub name: String,
     /// Devices in the population.
@@ -229,7 +229,7 @@ pub struct ClassSummary {
 
 /// Mismatches of one field.
 #[derive(Debug, Clone, Serialize)]
-pub struct FieldMismatch {
+pub(crate) struct FieldMismatch {
     /// Field name (`hub`, `twin.tags`, …).
     pub field: String,
     /// How many requests.
@@ -240,7 +240,7 @@ pub struct FieldMismatch {
 
 /// One mismatch example.
 #[derive(Debug, Clone, Serialize)]
-pub struct Example {
+pub(crate) struct Example {
     /// Device.
     pub registration_id: String,
     /// Expected (JSON text).
@@ -251,7 +251,7 @@ pub struct Example {
 
 /// Expectation totals.
 #[derive(Debug, Clone, Copy, Serialize)]
-pub struct Expectations {
+pub(crate) struct Expectations {
     /// Met.
     pub passed: u64,
     /// Not met.
@@ -260,7 +260,7 @@ pub struct Expectations {
 
 /// A transport error and its count.
 #[derive(Debug, Clone, Serialize)]
-pub struct ErrorCount {
+pub(crate) struct ErrorCount {
     /// Where it came from: `target`, `network`, `tls`, `generator`, `timeout`.
     pub source: Source,
     /// What happened.
@@ -271,14 +271,14 @@ pub struct ErrorCount {
 
 impl ErrorCount {
     /// `[source] message`, as the text reports show it.
-    pub fn label(&self) -> String {
+    pub(crate) fn label(&self) -> String {
         format!("[{}] {}", self.source, self.message)
     }
 }
 
 impl Summary {
     /// Builds the summary of a finished run.
-    pub fn build(
+    pub(crate) fn build(
         s: &Scenario,
         o: &Outcome,
         started_at: std::time::SystemTime,
@@ -372,7 +372,7 @@ impl Summary {
     }
 
     /// Every answer met its class's expectation and every scheduled request was answered.
-    pub fn expectations_met(&self) -> bool {
+    pub(crate) fn expectations_met(&self) -> bool {
         // Requests left unsent because a threshold stopped the run are the threshold's failure.
         self.expectations.failed == 0
             && (self.requests.not_sent == 0 || self.aborted_by.is_some())
@@ -381,24 +381,24 @@ impl Summary {
     }
 
     /// Requests sent but still unfinished when the grace period ended.
-    pub fn abandoned(&self) -> u64 {
+    pub(crate) fn abandoned(&self) -> u64 {
         self.abandoned
     }
 
     /// Every threshold passed and none aborted the run.
-    pub fn thresholds_met(&self) -> bool {
+    pub(crate) fn thresholds_met(&self) -> bool {
         self.aborted_by.is_none() && self.thresholds.iter().all(|t| t.passed)
     }
 
     /// The snapshot matched (or was updated, or this is not `loadtest check`).
-    pub fn snapshot_matched(&self) -> bool {
+    pub(crate) fn snapshot_matched(&self) -> bool {
         self.snapshot
             .as_ref()
             .is_none_or(|s| s.status == "match" || s.status == "updated")
     }
 
     /// Records threshold verdicts and re-decides the verdict.
-    pub fn set_thresholds(
+    pub(crate) fn set_thresholds(
         &mut self,
         verdicts: Vec<(crate::threshold::Verdict, bool)>,
         aborted_by: Option<String>,
@@ -418,19 +418,19 @@ impl Summary {
     }
 
     /// Records the snapshot comparison and re-decides the verdict.
-    pub fn set_snapshot(&mut self, snapshot: SnapshotResult) {
+    pub(crate) fn set_snapshot(&mut self, snapshot: SnapshotResult) {
         self.snapshot = Some(snapshot);
         self.decide();
     }
 
     /// True when the verdict is `pass`.
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.verdict == "pass"
     }
 
     /// Writes `summary.json` and `summary.md` into `dir` (created if needed) and returns the
     /// path of `summary.json`.
-    pub fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
+    pub(crate) fn write(&self, dir: &Path) -> std::io::Result<PathBuf> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("summary.json");
         let tmp = dir.join(".summary.json.tmp");
@@ -446,7 +446,7 @@ impl Summary {
 
 /// Writes `report.html` for a run: charts from the metrics, the capacity section from `capacity`
 /// (or the run's own throughput when not given).
-pub fn write_html(
+pub(crate) fn write_html(
     dir: &Path,
     s: &Summary,
     m: &crate::metrics::Metrics,
@@ -519,12 +519,4 @@ fn class_summary(name: &str, devices: u64, st: &ClassStats) -> ClassSummary {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
-}
-
-/// The configured rate for display: `max` or a number.
-pub fn rate_label(rate: Rate) -> String {
-    match rate {
-        Rate::Max => "max".into(),
-        Rate::PerSecond(r) => format!("{r}/s"),
-    }
 }

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use super::{Stats, Summary};
 
 /// Renders the summary as text.
-pub fn render(s: &Summary) -> String {
+pub(crate) fn render(s: &Summary) -> String {
     let mut o = String::new();
     let r = &s.requests;
     let _ = writeln!(

@@ -15,7 +15,7 @@ use crate::scenario::{Mode, Scenario, Trust};
 
 /// What a device-mode run needs.
 #[derive(Debug)]
-pub struct Setup {
+pub(crate) struct Setup {
     /// Where devices connect.
     pub endpoint: Endpoint,
     /// Twin verification, when on and possible.
@@ -26,7 +26,7 @@ pub struct Setup {
 
 /// Why a device-mode run cannot start.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     /// The emulator could not start.
     #[error("the embedded DPS emulator could not start: {0}")]
     Emulator(#[from] serve::ServeError),
@@ -70,7 +70,7 @@ fn mozilla_roots() -> rustls::RootCertStore {
 }
 
 /// Starts what the scenario needs.
-pub async fn prepare(s: &Scenario) -> Result<Setup, SetupError> {
+pub(crate) async fn prepare(s: &Scenario) -> Result<Setup, SetupError> {
     let d = &s.target.device;
     let plain = d.tls == Trust::Plain;
     if let Some((host, port)) = &d.endpoint {

@@ -2,7 +2,7 @@
 //! reference webhook when no URL is given, runs the engine, writes the report directory and
 //! returns the summary. Exit-code policy lives in `cli.rs`; measuring lives in `driver/`.
 
-pub mod devices;
+pub(crate) mod devices;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,7 +23,7 @@ use crate::webhook::server;
 
 /// How a run is reported (the scenario's own values come from [`Scenario`], flags included).
 #[derive(Debug, Clone, Default)]
-pub struct Overrides {
+pub(crate) struct Overrides {
     /// `--out`: the report directory itself.
     pub out: Option<PathBuf>,
     /// Show the live progress bar (on a terminal).
@@ -34,7 +34,7 @@ pub struct Overrides {
 
 /// A run could not be carried out.
 #[derive(Debug, thiserror::Error)]
-pub enum RunError {
+pub(crate) enum RunError {
     /// A device target that cannot be used.
     #[error("{0}")]
     Usage(String),
@@ -64,7 +64,7 @@ pub enum RunError {
 
 /// A finished run.
 #[derive(Debug)]
-pub struct Finished {
+pub(crate) struct Finished {
     /// The summary (also in `dir/summary.json`).
     pub summary: Summary,
     /// The report directory.
@@ -76,7 +76,7 @@ pub struct Finished {
 /// Runs a validated scenario at `load` (its own, or a shape `check` and `plan` derive from it)
 /// and writes its report. With `sample` (conformance mode) exactly that population is exercised
 /// and every exchange is kept for the transcript.
-pub async fn run(
+pub(crate) async fn run(
     s: &Scenario,
     load: &Load,
     o: &Overrides,

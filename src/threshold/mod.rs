@@ -20,7 +20,7 @@ use crate::dps::OutcomeKey;
 use crate::dps::Status;
 
 use crate::metrics::{ClassStats, Histos, Metrics};
-pub use parse::metric as parse_metric;
+pub(crate) use parse::metric as parse_metric;
 
 /// Which of the three timings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,7 +334,7 @@ impl Threshold {
 }
 
 /// Formats µs as the largest fitting unit: `850µs`, `312.4ms`, `2.05s`.
-pub fn fmt_us(us: f64) -> String {
+pub(crate) fn fmt_us(us: f64) -> String {
     let mut s = String::new();
     if us < 1000.0 {
         let _ = write!(s, "{us:.0}µs");

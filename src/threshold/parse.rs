@@ -11,7 +11,10 @@ const METRICS: &str = "latency.<agg>, service_time.<agg>, schedule_lag.<agg>, er
 const AGGS: &str = "p50, p90, p95, p99, p999, p9999, p(99.95), p(12.5), min, max, mean";
 
 /// Parses `metric[{class:NAME}]`; `classes` resolves class names.
-pub fn metric(path: &str, classes: &[&str]) -> Result<(Metric, Option<(usize, String)>), String> {
+pub(crate) fn metric(
+    path: &str,
+    classes: &[&str],
+) -> Result<(Metric, Option<(usize, String)>), String> {
     let (path, class) = match path.strip_suffix('}').and_then(|p| p.rsplit_once('{')) {
         Some((p, tags)) => (p, Some(parse_tags(tags, classes)?)),
         None => (path, None),

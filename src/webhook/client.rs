@@ -26,7 +26,7 @@ const FUNCTIONS_KEY: HeaderName = HeaderName::from_static("x-functions-key");
 
 /// The webhook URL could not be used.
 #[derive(Debug, thiserror::Error)]
-pub enum SetupError {
+pub(crate) enum SetupError {
     /// Not a valid URI.
     #[error("the webhook URL is not valid: {0}")]
     Url(String),
@@ -37,7 +37,7 @@ pub enum SetupError {
 
 /// The webhook, ready to be called.
 #[derive(Debug, Clone)]
-pub struct WebhookClient {
+pub(crate) struct WebhookClient {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: Uri,
     function_key: Option<HeaderValue>,
@@ -46,7 +46,7 @@ pub struct WebhookClient {
 
 /// One allocation: the final result and how it was reached.
 #[derive(Debug, Clone)]
-pub struct Allocation {
+pub(crate) struct Allocation {
     /// What DPS reports to the device.
     pub registration: Registration,
     /// How the last call ended.
@@ -62,7 +62,7 @@ pub struct Allocation {
 impl WebhookClient {
     /// A client for `url`; `function_key` is sent as `x-functions-key`; `pool` idle connections
     /// are kept.
-    pub fn new(
+    pub(crate) fn new(
         url: &str,
         function_key: Option<&str>,
         timeout: Duration,
@@ -99,7 +99,12 @@ impl WebhookClient {
 
     /// Calls the webhook until DPS would stop: the first answer that is final under `rules`, or
     /// the last retry.
-    pub async fn allocate(&self, rules: &Rules, body: Bytes, ctx: &Context<'_>) -> Allocation {
+    pub(crate) async fn allocate(
+        &self,
+        rules: &Rules,
+        body: Bytes,
+        ctx: &Context<'_>,
+    ) -> Allocation {
         let mut retries = 0;
         loop {
             let (response, end, error) = self.call(body.clone()).await;
@@ -130,7 +135,7 @@ impl WebhookClient {
     }
 
     /// One POST: the answer, how it ended, and the transport error if any.
-    pub async fn call(&self, body: Bytes) -> (Option<(u16, Bytes)>, End, Option<Failure>) {
+    pub(crate) async fn call(&self, body: Bytes) -> (Option<(u16, Bytes)>, End, Option<Failure>) {
         let mut req = Request::post(self.uri.clone()).header(
             CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
@@ -168,7 +173,7 @@ impl WebhookClient {
 
 /// A transport error as a [`Failure`]: TLS when rustls is anywhere in its causes, else network;
 /// the message is [`describe`]'s.
-pub fn failure(e: &(dyn std::error::Error + 'static)) -> Failure {
+pub(crate) fn failure(e: &(dyn std::error::Error + 'static)) -> Failure {
     let mut tls = false;
     let mut src = Some(e);
     while let Some(s) = src {
@@ -182,7 +187,7 @@ pub fn failure(e: &(dyn std::error::Error + 'static)) -> Failure {
 /// A transport error as one line: the error and its causes, e.g.
 /// `client error (Connect): tcp connect error: Connection refused (os error 111)`; rustls errors
 /// are labelled `TLS handshake failed: …`.
-pub fn describe(e: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn describe(e: &(dyn std::error::Error + 'static)) -> String {
     let mut out = e.to_string();
     let mut src = e.source();
     let mut tls = false;

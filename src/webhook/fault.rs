@@ -80,7 +80,7 @@ impl Rule {
 }
 
 /// Deterministic selection: the first 8 bytes of SHA-256(id) as a fraction of `u64::MAX`.
-pub fn in_fraction(id: &str, fraction: f64) -> bool {
+pub(crate) fn in_fraction(id: &str, fraction: f64) -> bool {
     if fraction >= 1.0 {
         return true;
     }

@@ -2,7 +2,7 @@
 //! HTTP server that serves them ([`server`]), both standalone (`loadtest webhook serve`) and
 //! in-process when a scenario names no URL; and [`client`], how DPS calls a webhook.
 
-pub mod client;
-pub mod fault;
-pub mod policy;
-pub mod server;
+pub(crate) mod client;
+pub(crate) mod fault;
+pub(crate) mod policy;
+pub(crate) mod server;

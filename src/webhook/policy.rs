@@ -33,7 +33,7 @@ const TEXT: &str = "text/plain; charset=utf-8";
 
 /// Adds the request's `deviceRuntimeContext.payload` to a 200 JSON reply as `payload` (what a
 /// webhook does to send data back to the device, dps-protocol.md §5.3). Other replies unchanged.
-pub fn echo_payload(reply: Reply, request: &[u8]) -> Reply {
+pub(crate) fn echo_payload(reply: Reply, request: &[u8]) -> Reply {
     if reply.status != 200 {
         return reply;
     }
@@ -160,9 +160,9 @@ impl Policy {
 }
 
 /// The toaster twin of seed 002, serialised as its function log shows it.
-pub const TOASTER_TWIN: &str = r#"{"properties":{"desired":{"state":"ready","darknessSetting":"medium"}},"tags":{"deviceType":"toaster"}}"#;
+pub(crate) const TOASTER_TWIN: &str = r#"{"properties":{"desired":{"state":"ready","darknessSetting":"medium"}},"tags":{"deviceType":"toaster"}}"#;
 /// The heat-pump twin of seed 002.
-pub const HEATPUMP_TWIN: &str = r#"{"properties":{"desired":{"state":"on","temperatureSetting":"65"}},"tags":{"deviceType":"heatpump"}}"#;
+pub(crate) const HEATPUMP_TWIN: &str = r#"{"properties":{"desired":{"state":"on","temperatureSetting":"65"}},"tags":{"deviceType":"heatpump"}}"#;
 
 fn json_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialise")

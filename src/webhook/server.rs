@@ -50,7 +50,7 @@ struct State {
 
 /// A server running in the background of this process.
 #[derive(Debug)]
-pub struct Handle {
+pub(crate) struct Handle {
     /// Where it listens.
     pub addr: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
@@ -59,7 +59,7 @@ pub struct Handle {
 
 impl Handle {
     /// Stops the server and waits for it.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
@@ -69,7 +69,7 @@ impl Handle {
 
 /// The embedded reference webhook on `127.0.0.1:0`, when there is one to start (`None`: the
 /// scenario names its own webhook). The error names the address that could not be bound.
-pub async fn spawn_embedded(
+pub(crate) async fn spawn_embedded(
     config: Option<Config>,
 ) -> Result<Option<Handle>, (SocketAddr, std::io::Error)> {
     let Some(config) = config else {
@@ -80,7 +80,7 @@ pub async fn spawn_embedded(
 }
 
 /// Binds `addr` and serves in a background task.
-pub async fn spawn(addr: SocketAddr, config: Config) -> std::io::Result<Handle> {
+pub(crate) async fn spawn(addr: SocketAddr, config: Config) -> std::io::Result<Handle> {
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel();
@@ -95,7 +95,7 @@ pub async fn spawn(addr: SocketAddr, config: Config) -> std::io::Result<Handle> 
 }
 
 /// Serves until `shutdown` resolves.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) {
+pub(crate) async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) {
     let counts_calls = config.faults.iter().any(|r| r.fault.first_calls.is_some());
     let state = Arc::new(State {
         config,

@@ -23,14 +23,14 @@ use crate::outcome::{End, Failure, Source};
 
 /// The shared HTTP client.
 #[derive(Debug, Clone)]
-pub struct Client {
+pub(crate) struct Client {
     inner: Hyper<HttpsConnector<HttpConnector>, Full<Bytes>>,
     base: String,
 }
 
 impl Client {
     /// A pooled client for the endpoint.
-    pub fn new(ep: &Endpoint, pool: usize) -> Self {
+    pub(crate) fn new(ep: &Endpoint, pool: usize) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
         http.enforce_http(false);
@@ -101,7 +101,7 @@ impl Client {
 
     /// Registers one device. The registration logic is the [`Session`]'s; this only moves its
     /// requests and answers over HTTP.
-    pub async fn register(&self, r: &Registering<'_>) -> Attempt {
+    pub(crate) async fn register(&self, r: &Registering<'_>) -> Attempt {
         let (ep, id, body) = (r.endpoint, r.id, r.body);
         let a = Attempt::default();
         let started = Instant::now();

@@ -7,9 +7,9 @@
 //! classification of failures, per-phase timings); [`mqtt`] and [`https`] speak the wire; [`twin`]
 //! reads twins. Protocol facts come from [`crate::dps::wire`], the same module the emulator uses.
 
-pub mod https;
-pub mod mqtt;
-pub mod twin;
+pub(crate) mod https;
+pub(crate) mod mqtt;
+pub(crate) mod twin;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::{Ended, Executor, Job};
 use crate::check::{self, Mismatch};
 use crate::dps::session::Counts;
-pub use crate::dps::session::Polling;
+pub(crate) use crate::dps::session::Polling;
 use crate::dps::wire::RegistrationState;
 use crate::dps::{Registration, Status};
 use crate::metrics::{End, Phases, Sample};
@@ -28,13 +28,13 @@ use crate::sas::{self, SrEncoding};
 use crate::scenario::{Class, DeviceTarget, Enrollment, Expect, Mode, Scenario};
 
 /// `ClientVersion` sent in the MQTT username.
-pub const CLIENT_VERSION: &str = concat!("loadtest/", env!("CARGO_PKG_VERSION"));
+pub(crate) const CLIENT_VERSION: &str = concat!("loadtest/", env!("CARGO_PKG_VERSION"));
 /// Lifetime of the SAS tokens devices sign (what SDK-Py uses).
 const TOKEN_TTL: u64 = 3600;
 
 /// Where and how devices connect.
 #[derive(Debug, Clone)]
-pub struct Endpoint {
+pub(crate) struct Endpoint {
     /// Host name (also the TLS server name).
     pub host: String,
     /// Port.
@@ -47,7 +47,7 @@ pub struct Endpoint {
 
 /// One device's registration as a transport gets it.
 #[derive(Debug, Clone, Copy)]
-pub struct Registering<'a> {
+pub(crate) struct Registering<'a> {
     /// Where to connect.
     pub endpoint: &'a Endpoint,
     /// Registration ID.
@@ -62,7 +62,7 @@ pub struct Registering<'a> {
 
 /// How one registration ended, before checking.
 #[derive(Debug, Default)]
-pub struct Attempt {
+pub(crate) struct Attempt {
     /// The terminal state, when one arrived.
     pub state: Option<RegistrationState>,
     /// Why no terminal state arrived.
@@ -75,13 +75,13 @@ pub struct Attempt {
 
 impl Attempt {
     /// A failure.
-    pub fn fail(mut self, f: Failure) -> Self {
+    pub(crate) fn fail(mut self, f: Failure) -> Self {
         self.failure = Some(f);
         self
     }
 
     /// The session's counts and result; `registered` is when the register request went out.
-    pub fn finish(
+    pub(crate) fn finish(
         mut self,
         counts: Counts,
         outcome: Result<RegistrationState, Failure>,
@@ -109,7 +109,7 @@ struct ClassPlan {
 }
 
 /// The device-mode executor.
-pub struct DeviceExecutor {
+pub(crate) struct DeviceExecutor {
     mode: Mode,
     endpoint: Endpoint,
     /// Which enrollment (and so which key) each device registers with.
@@ -138,7 +138,7 @@ impl std::fmt::Debug for DeviceExecutor {
 impl DeviceExecutor {
     /// Prepares the run. `population` is the population size (later passes are re-registrations);
     /// `twins` reads twins when verification is on.
-    pub fn new(
+    pub(crate) fn new(
         s: &Scenario,
         endpoint: Endpoint,
         population: u64,
@@ -184,7 +184,7 @@ impl DeviceExecutor {
     }
 
     /// Keeps each registration's request and terminal answer for the conformance transcript.
-    pub fn observing(mut self, on: bool) -> Self {
+    pub(crate) fn observing(mut self, on: bool) -> Self {
         self.observe = on;
         self
     }

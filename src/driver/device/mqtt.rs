@@ -56,7 +56,7 @@ fn topic(r: &Request) -> String {
 
 /// Registers one device; returns when it reaches a terminal status or fails. The registration
 /// logic is the [`Session`]'s; this only moves its requests and answers over MQTT.
-pub async fn register(r: &Registering<'_>) -> Attempt {
+pub(crate) async fn register(r: &Registering<'_>) -> Attempt {
     let (ep, id, body) = (r.endpoint, r.id, r.body);
     let mut a = Attempt::default();
     let mut opts = MqttOptions::new(id, ep.host.clone(), ep.port);

@@ -25,7 +25,7 @@ use crate::sas;
 const TTL: u64 = 1200;
 
 /// Reads twins from the hubs whose connection strings it was given.
-pub struct TwinReader {
+pub(crate) struct TwinReader {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     /// Lower-cased host → (policy, key).
     hubs: HashMap<String, (String, String)>,
@@ -45,7 +45,7 @@ impl std::fmt::Debug for TwinReader {
 
 /// `(HostName, SharedAccessKeyName, SharedAccessKey)` of a connection string (split on `;`, each
 /// part at its first `=`: keys end in `=` padding).
-pub fn parse_connection_string(cs: &str) -> Option<(String, String, String)> {
+pub(crate) fn parse_connection_string(cs: &str) -> Option<(String, String, String)> {
     let mut host = None;
     let mut name = None;
     let mut key = None;
@@ -64,7 +64,7 @@ pub fn parse_connection_string(cs: &str) -> Option<(String, String, String)> {
 impl TwinReader {
     /// A reader for these connection strings, at most `rate` reads per second; `via` routes every
     /// read to the emulator.
-    pub fn new(
+    pub(crate) fn new(
         connection_strings: &[String],
         via: Option<String>,
         rate: f64,
@@ -94,7 +94,7 @@ impl TwinReader {
     }
 
     /// Reads one twin.
-    pub async fn read(&self, hub: &str, device_id: &str) -> Result<Value, String> {
+    pub(crate) async fn read(&self, hub: &str, device_id: &str) -> Result<Value, String> {
         let Some((policy, key)) = self.hubs.get(&hub.to_ascii_lowercase()) else {
             return Err(format!("no connection string for hub {hub}"));
         };

@@ -26,9 +26,10 @@
 //! 13. `dps`: DPS protocol facts: statuses, error codes, wire formats, enrollment resolution and
 //!     the outcome rules every driver and the emulator apply.
 //! 14. `sas`: SAS tokens (build, parse, verify), pure.
-//! 15. `device`, `pacing`, `secret`, `capacity`, `outcome`: the synthetic population and key
-//!     derivation; the open-loop schedule; the redacted secret string; the DPS and IoT Hub quota
-//!     arithmetic; how a request ended and where a failure came from. Pure.
+//! 15. `device`, `pacing`, `secret`, `capacity`, `outcome`, `listen`: the synthetic population and
+//!     key derivation; the open-loop schedule; the redacted secret string; the DPS and IoT Hub
+//!     quota arithmetic; how a request ended and where a failure came from; accepting connections
+//!     with limits (the only one here that does I/O).
 //!
 //! # Public surface
 //!
@@ -44,6 +45,7 @@ pub mod device;
 pub mod dps;
 pub(crate) mod driver;
 pub mod emulator;
+pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod outcome;
 pub(crate) mod pacing;

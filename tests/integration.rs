@@ -29,5 +29,7 @@ mod shards;
 mod modes;
 // The module layers of lib.rs: imports only go down.
 mod layers;
+// Servers under slow clients: header-read timeouts, connection limits.
+mod hardening;
 // Capacity planning: the knee search and report.html.
 mod capacity;

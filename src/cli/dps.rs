@@ -50,6 +50,8 @@ pub(super) struct DpsServeArgs {
     /// Time a new connection has to finish TLS and send CONNECT, e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
+    #[command(flatten)]
+    limits: super::LimitArgs,
 }
 
 /// The built-in emulator configuration: the Contoso scenario.
@@ -82,6 +84,7 @@ pub(super) async fn dps_serve(a: DpsServeArgs) -> anyhow::Result<u8> {
         tls: Some(tls),
         log: true,
         connect_timeout: a.connect_timeout,
+        limits: a.limits.limits(),
     };
     let running = match crate::emulator::serve::start(&s, &opts).await {
         Ok(r) => r,

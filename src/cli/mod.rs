@@ -233,6 +233,27 @@ enum KeysCommand {
     },
 }
 
+/// Connection limits of a server (`dps serve`, `webhook serve`).
+#[derive(Debug, Args)]
+struct LimitArgs {
+    /// Connections served at once; beyond that new ones wait (a line on stderr says so).
+    #[arg(long, default_value_t = 10_000)]
+    max_connections: usize,
+    /// Time an HTTP client has to send a request's headers (and an idle kept-alive connection
+    /// stays open), e.g. 10s.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    header_timeout: Duration,
+}
+
+impl LimitArgs {
+    fn limits(&self) -> crate::emulator::serve::Limits {
+        crate::emulator::serve::Limits {
+            max_connections: self.max_connections,
+            header_read_timeout: self.header_timeout,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum WebhookCommand {
     /// Serve the reference webhook until Ctrl-C.
@@ -246,6 +267,8 @@ enum WebhookCommand {
         /// Take the policy and the per-class faults from this scenario.
         #[arg(long)]
         scenario: Option<PathBuf>,
+        #[command(flatten)]
+        limits: LimitArgs,
     },
 }
 
@@ -335,7 +358,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             addr,
             policy,
             scenario,
-        }) => serve(addr, policy, scenario).await,
+            limits,
+        }) => serve(addr, policy, scenario, limits.limits()).await,
         Command::Dps(DpsCommand::Serve(a)) => dps_serve(a).await,
         Command::Plan(a) => plan_command(a).await,
         Command::Report(ReportCommand::Merge {
@@ -566,6 +590,7 @@ async fn serve(
     addr: SocketAddr,
     policy: Option<Policy>,
     scenario: Option<PathBuf>,
+    limits: crate::emulator::serve::Limits,
 ) -> anyhow::Result<u8> {
     let s = scenario.as_deref().map(Scenario::load).transpose()?;
     let policy = policy
@@ -583,6 +608,7 @@ async fn serve(
         policy,
         faults,
         echo_payload,
+        limits,
     };
     server::run(listener, config, async {
         let _ = tokio::signal::ctrl_c().await;

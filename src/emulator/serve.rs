@@ -12,6 +12,8 @@ use std::time::Duration;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
+
+pub use crate::listen::Limits;
 use tokio_rustls::TlsAcceptor;
 
 use super::{mqtt, tls, AuthError, Emulator};
@@ -35,6 +37,8 @@ pub struct Options {
     pub log: bool,
     /// Time a new MQTT connection has to send CONNECT (and a TLS client to finish its handshake).
     pub connect_timeout: Duration,
+    /// Connections at once per listener; HTTP header-read and keep-alive idle time.
+    pub limits: Limits,
 }
 
 impl Options {
@@ -49,6 +53,7 @@ impl Options {
             tls: Some(tls::Source::Generated(tls_dir)),
             log: false,
             connect_timeout: mqtt::CONNECT_TIMEOUT,
+            limits: Limits::default(),
         }
     }
 }
@@ -162,6 +167,7 @@ pub async fn start(s: &Scenario, opts: &Options) -> Result<Running, ServeError> 
             proto,
             acceptor,
             opts.connect_timeout,
+            opts.limits,
         ));
     }
     Ok(Running {
@@ -192,37 +198,38 @@ async fn accept_loop(
     proto: Proto,
     acceptor: Option<TlsAcceptor>,
     timeout: Duration,
+    limits: Limits,
 ) {
-    // Connections live in this set: aborting the accept loop aborts them all.
-    let mut conns = JoinSet::new();
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    // Out of file descriptors or similar: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let (emulator, acceptor) = (emulator.clone(), acceptor.clone());
-                conns.spawn(async move {
-                    match acceptor {
-                        Some(a) => {
-                            if let Ok(Ok(tls)) = tokio::time::timeout(timeout, a.accept(stream)).await {
-                                connection(emulator, proto, tls, timeout).await;
-                            }
-                        }
-                        None => connection(emulator, proto, stream, timeout).await,
+    let name = match (proto, acceptor.is_some()) {
+        (Proto::Mqtt, true) => "DPS emulator MQTT (TLS)",
+        (Proto::Mqtt, false) => "DPS emulator MQTT (plain)",
+        (Proto::Http, true) => "DPS emulator HTTPS",
+        (Proto::Http, false) => "DPS emulator HTTP (plain)",
+    };
+    // Connections live in the returned set: aborting this task aborts them all.
+    let _conns = crate::listen::accept(listener, name, limits, std::future::pending(), |stream| {
+        let (emulator, acceptor) = (emulator.clone(), acceptor.clone());
+        async move {
+            match acceptor {
+                Some(a) => {
+                    if let Ok(Ok(tls)) = tokio::time::timeout(timeout, a.accept(stream)).await {
+                        connection(emulator, proto, tls, timeout, limits).await;
                     }
-                });
+                }
+                None => connection(emulator, proto, stream, timeout, limits).await,
             }
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
-    }
+    })
+    .await;
 }
 
-async fn connection<S>(emulator: Arc<Emulator>, proto: Proto, io: S, timeout: Duration)
-where
+async fn connection<S>(
+    emulator: Arc<Emulator>,
+    proto: Proto,
+    io: S,
+    timeout: Duration,
+    limits: Limits,
+) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     match proto {
@@ -232,8 +239,8 @@ where
         Proto::Http => {
             let service =
                 hyper::service::service_fn(move |req| super::https::handle(emulator.clone(), req));
-            let _ = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
+            let _ = limits
+                .http1()
                 .serve_connection(TokioIo::new(io), service)
                 .await;
         }

@@ -112,6 +112,7 @@ pub(crate) async fn prepare(s: &Scenario) -> Result<Setup, SetupError> {
         tls: Some(tls::Source::Generated(tls::default_dir())),
         log: false,
         connect_timeout: crate::emulator::mqtt::CONNECT_TIMEOUT,
+        limits: crate::emulator::serve::Limits::default(),
     };
     let running = serve::start(s, &opts).await?;
     let a = &running.addrs;

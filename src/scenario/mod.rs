@@ -318,6 +318,7 @@ impl Scenario {
                 policy: self.policy,
                 faults: self.fault_rules(),
                 echo_payload: self.echo_payload,
+                limits: crate::listen::Limits::default(),
             })
     }
 

@@ -22,6 +22,8 @@ use hyper_util::server::graceful::GracefulShutdown;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
+use crate::listen::Limits;
+
 use super::fault::Rule;
 use super::policy::{Policy, Reply};
 
@@ -37,6 +39,8 @@ pub struct Config {
     pub faults: Vec<Rule>,
     /// Return the device's payload to it (an extension of the seed functions; off by default).
     pub echo_payload: bool,
+    /// Connections at once, header-read and keep-alive idle time.
+    pub limits: Limits,
 }
 
 #[derive(Debug)]
@@ -103,29 +107,23 @@ pub(crate) async fn run(listener: TcpListener, config: Config, shutdown: impl Fu
         counts_calls,
     });
     let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
-                    // Out of file descriptors or similar: back off instead of spinning.
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                    continue;
-                };
-                let _ = stream.set_nodelay(true);
-                let state = state.clone();
-                let service = hyper::service::service_fn(move |req| handle(req, state.clone()));
-                let conn = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
-            () = &mut shutdown => break,
+    let limits = state.config.limits;
+    let conns = crate::listen::accept(listener, "reference webhook", limits, shutdown, |stream| {
+        let state = state.clone();
+        let service = hyper::service::service_fn(move |req| handle(req, state.clone()));
+        let conn = graceful.watch(
+            limits
+                .http1()
+                .serve_connection(TokioIo::new(stream), service),
+        );
+        async move {
+            let _ = conn.await;
         }
-    }
-    drop(listener);
+    })
+    .await;
+    // In-flight requests get 2 s to finish; whatever is still open then is aborted.
     let _ = tokio::time::timeout(Duration::from_secs(2), graceful.shutdown()).await;
+    drop(conns);
 }
 
 #[derive(Deserialize)]

@@ -8,6 +8,7 @@
 //! chooses the rates, judges the steps and writes `plan.json`, `plan.md` and `report.html`.
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
@@ -129,7 +130,8 @@ pub(crate) async fn plan(
         let summary = f.summary;
         let why = judge(&summary, rate, o.thresholds);
         let passed = why.is_empty();
-        println!(
+        let _ = writeln!(
+            std::io::stdout().lock(),
             "step {n}: {rate:.1}/s offered, {:.1}/s achieved, p50 {:.2} ms, p99 {:.2} ms: {}",
             summary.throughput_per_s,
             summary.latency_us.p50 as f64 / 1000.0,

@@ -125,6 +125,27 @@ fn another_webhook_policy_fails_with_a_diff_naming_class_hub_and_twin() {
         !e.contains("\x1b["),
         "no colour when stderr is not a terminal"
     );
+    // --color always colours the diff; NO_COLOR does not override an explicit choice, and with
+    // --color never there is none.
+    for (choice, coloured) in [("always", true), ("never", false)] {
+        let d = tempdir();
+        let s2 = d.path().join("contoso.snap");
+        std::fs::copy(repo_snapshot("contoso.snap"), &s2).unwrap();
+        let (r, _) = check(
+            d.path(),
+            "contoso.toml",
+            &[
+                "--url",
+                &url,
+                "--snapshot",
+                s2.to_str().unwrap(),
+                "--color",
+                choice,
+            ],
+        );
+        assert_eq!(r.code, 1);
+        assert_eq!(r.stderr.contains("\x1b["), coloured, "--color {choice}");
+    }
     // The new transcript waits beside the snapshot; the snapshot is untouched.
     let pending = dir.path().join("contoso.snap.new");
     let transcript = std::fs::read_to_string(out.join("transcript.txt")).unwrap();

@@ -214,3 +214,32 @@ fn bad_flag_values_are_refused_like_bad_keys() {
         r.stderr
     );
 }
+
+/// `loadtest run … | head`: a closed standard output is no panic; the report is still written.
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let dir = tempdir();
+    let out = dir.path().join("r");
+    let mut child = bin()
+        .args([
+            "run",
+            scenario("contoso.toml").to_str().unwrap(),
+            "--thresholds",
+            "counts",
+            "--count",
+            "20",
+            "--no-progress",
+            "--out",
+            out.to_str().unwrap(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out_err = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out_err.stderr);
+    assert_eq!(out_err.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    summary(&out);
+}

@@ -11,6 +11,15 @@ use std::time::Duration;
 use anyhow::{bail, Context as _};
 use clap::{Args, Parser, Subcommand};
 
+/// `println!` that never panics: a closed standard output (`loadtest run … | head`) drops the
+/// rest of the text, and the command goes on to its exit code (the report is written anyway).
+macro_rules! say {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($t)*);
+    }};
+}
+
 mod dps;
 
 use crate::conformance::{self, snapshot::Comparison};
@@ -50,6 +59,32 @@ Exit codes:
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Colour in the snapshot diff: auto (on a terminal, unless NO_COLOR is set), always, never.
+    #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
+    color: Color,
+}
+
+/// `--color`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Color {
+    Auto,
+    Always,
+    Never,
+}
+
+impl Color {
+    /// Whether to colour what goes to standard error.
+    fn on_stderr(self) -> bool {
+        match self {
+            Color::Always => true,
+            Color::Never => false,
+            // https://no-color.org: any non-empty NO_COLOR turns colour off.
+            Color::Auto => {
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -334,7 +369,7 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(a) => run_command(a).await,
-        Command::Check(a) => check_command(a).await,
+        Command::Check(a) => check_command(a, cli.color).await,
         Command::Keys(KeysCommand::Derive { group_key, ids }) => {
             let g = GroupKey::new(&group_key).context("--group-key")?;
             let mut out = std::io::stdout().lock();
@@ -398,7 +433,7 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
     conclude(&finished.summary, &finished.dir, a.junit.as_deref())
 }
 
-async fn check_command(a: CheckArgs) -> anyhow::Result<u8> {
+async fn check_command(a: CheckArgs, color: Color) -> anyhow::Result<u8> {
     let flags = Flags {
         url: a.url,
         seed: a.seed,
@@ -424,7 +459,7 @@ async fn check_command(a: CheckArgs) -> anyhow::Result<u8> {
             checked.snapshot.display()
         ),
         Some(Comparison::Match) => {}
-        Some(Comparison::Updated { created }) => println!(
+        Some(Comparison::Updated { created }) => say!(
             "snapshot {} {}",
             checked.snapshot.display(),
             if *created { "created" } else { "updated" }
@@ -435,7 +470,7 @@ async fn check_command(a: CheckArgs) -> anyhow::Result<u8> {
             pending.display()
         ),
         Some(Comparison::Drift { summary, diff }) => {
-            let diff = if std::io::stderr().is_terminal() {
+            let diff = if color.on_stderr() {
                 conformance::snapshot::colourise(diff)
             } else {
                 diff.clone()
@@ -472,8 +507,8 @@ async fn plan_command(a: PlanArgs) -> anyhow::Result<u8> {
     let stop = on_ctrl_c(s.load.grace)?;
     banner("plan", &s);
     let (plan, dir) = crate::plan::plan(&s, &o, a.fleet, stop.clone()).await?;
-    print!("\n{}", crate::plan::markdown(&plan));
-    println!("plan: {}", dir.join("report.html").display());
+    say!("\n{}", crate::plan::markdown(&plan).trim_end());
+    say!("plan: {}", dir.join("report.html").display());
     Ok(if stop.level() > 0 {
         EXIT_INTERRUPTED
     } else if plan.knee.is_some() {
@@ -526,8 +561,8 @@ fn banner(command: &str, s: &Scenario) {
 
 /// Prints the summary, writes JUnit, and maps the verdict to an exit code.
 fn conclude(summary: &Summary, dir: &Path, junit: Option<&Path>) -> anyhow::Result<u8> {
-    print!("{}", crate::report::text::render(summary));
-    println!("report: {}", dir.join("summary.json").display());
+    say!("{}", crate::report::text::render(summary).trim_end());
+    say!("report: {}", dir.join("summary.json").display());
     if let Some(path) = junit {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)
@@ -535,7 +570,7 @@ fn conclude(summary: &Summary, dir: &Path, junit: Option<&Path>) -> anyhow::Resu
         }
         std::fs::write(path, crate::report::junit::render(summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
-        println!("junit: {}", path.display());
+        say!("junit: {}", path.display());
     }
     let r = summary.requests;
     if summary.interrupted {

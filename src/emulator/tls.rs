@@ -188,8 +188,20 @@ pub fn generate(dir: &Path) -> Result<(), TlsError> {
         let p = dir.join(name);
         std::fs::write(&p, text).map_err(io(&p))
     };
-    write("ca-key.pem", ca_key.serialize_pem())?;
-    write("server-key.pem", server_key.serialize_pem())?;
+    // Private keys are created readable by their owner only (0600), never world-readable.
+    let write_private = |name: &str, text: String| {
+        let p = dir.join(name);
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        use std::io::Write as _;
+        o.open(&p)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(io(&p))
+    };
+    write_private("ca-key.pem", ca_key.serialize_pem())?;
+    write_private("server-key.pem", server_key.serialize_pem())?;
     write("server.pem", format!("{}{}", server.pem(), ca_cert.pem()))?;
     // Last: its presence marks a complete set.
     write("ca.pem", ca_cert.pem())?;
@@ -210,5 +222,14 @@ mod tests {
         assert!(String::from_utf8(ca)
             .unwrap()
             .starts_with("-----BEGIN CERTIFICATE-----"));
+        #[cfg(unix)]
+        for key in ["ca-key.pem", "server-key.pem"] {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir.path().join(key))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{key} is private");
+        }
     }
 }

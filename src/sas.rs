@@ -196,6 +196,24 @@ impl SasToken {
     }
 }
 
+/// `(HostName, SharedAccessKeyName, SharedAccessKey)` of a connection string (split on `;`, each
+/// part at its first `=`: keys end in `=` padding).
+pub fn parse_connection_string(cs: &str) -> Option<(String, String, String)> {
+    let mut host = None;
+    let mut name = None;
+    let mut key = None;
+    for part in cs.split(';') {
+        let (k, v) = part.split_once('=')?;
+        match k.trim() {
+            "HostName" => host = Some(v.trim().to_owned()),
+            "SharedAccessKeyName" => name = Some(v.trim().to_owned()),
+            "SharedAccessKey" => key = Some(v.trim().to_owned()),
+            _ => {}
+        }
+    }
+    Some((host?, name?, key?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

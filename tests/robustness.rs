@@ -243,3 +243,76 @@ fn a_closed_stdout_is_no_panic() {
     assert!(!stderr.contains("panicked"), "{stderr}");
     summary(&out);
 }
+
+/// Scenario inputs that used to crash, exhaust memory or slip through: each is exit 2 with the
+/// file, line and key, checked before anything is allocated for the population.
+#[test]
+fn hostile_scenarios_are_refused_with_their_location() {
+    let base = r#"name = "t"
+[target]
+mode = "MODE"
+HUBCS
+[enrollment]
+group_id = "g"
+primary_key = "oiK77Oy7rBw8YB6IS6ukRChAw+Yq6GC61RMrPLSTiOOtdI+XDu0LmLuNm11p+qv2I+adqGUdZHm46zXAQdZoOA=="
+iot_hubs = HUBS
+[[devices]]
+class = "toaster"
+id = "t{n}-contoso-tstrsd-007"
+count = COUNT
+expect = { status = "assigned" }
+"#;
+    let make = |mode: &str, hubs: &str, count: &str, cs: &str| {
+        base.replace("MODE", mode)
+            .replace("HUBS", hubs)
+            .replace("COUNT", count)
+            .replace("HUBCS", cs)
+    };
+    let ok_hubs = r#"["a.azure-devices.net"]"#;
+    let cases = [
+        (
+            make("webhook", ok_hubs, "9223372036854775807", ""),
+            "t.toml:12:9: devices[0].count: the scenario's population would be 9223372036854775807 devices; at most 10000000",
+        ),
+        (
+            make("webhook", ok_hubs, "1000000000000", ""),
+            "at most 10000000",
+        ),
+        (
+            make("webhook", "[]", "3", ""),
+            "t.toml:8:12: enrollment.iot_hubs: name at least one IoT hub",
+        ),
+        (
+            make(
+                "mqtt",
+                ok_hubs,
+                "3",
+                r#"hub_connection_strings = ["HostName=a.azure-devices.net;SharedAccessKeyName=iothubowner;SharedAccessKey=not*base64"]"#,
+            ),
+            "target.hub_connection_strings: SharedAccessKey: the key is not valid base64",
+        ),
+    ];
+    let dir = tempdir();
+    let path = dir.path().join("t.toml");
+    for (text, want) in cases {
+        std::fs::write(&path, &text).unwrap();
+        for cmd in ["run", "plan"] {
+            let r =
+                run(&[cmd, path.to_str().unwrap(), "--no-progress"]
+                    [..if cmd == "run" { 3 } else { 2 }]);
+            assert_eq!(r.code, 2, "{cmd} {want}: {}", r.stderr);
+            assert!(
+                r.stderr.contains(want),
+                "{cmd}: want {want:?} in {}",
+                r.stderr
+            );
+        }
+    }
+    // A huge malformed line is quoted in part only.
+    let mut text = make("webhook", ok_hubs, "3", "");
+    text.push_str(&format!("[load]\nrate = \"{}\"\n", "x".repeat(1_000_000)));
+    std::fs::write(&path, &text).unwrap();
+    let r = run(&["run", path.to_str().unwrap()]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.len() < 2_000, "{} bytes of error", r.stderr.len());
+}

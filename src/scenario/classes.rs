@@ -14,6 +14,10 @@ use crate::webhook::fault::{Action, Fault};
 
 type Result<T> = std::result::Result<T, ScenarioError>;
 
+/// Largest population a scenario declares (every class's devices together): the seeded load
+/// order is kept as a list of this many entries (16 bytes each).
+pub(super) const MAX_POPULATION: u64 = 10_000_000;
+
 impl Validator<'_> {
     pub(super) fn classes(&self, devices: Vec<raw::Class>) -> Result<Vec<Class>> {
         if devices.is_empty() {
@@ -24,6 +28,7 @@ impl Validator<'_> {
             ));
         }
         let mut names = HashSet::new();
+        let mut population: u64 = 0;
         let mut out = Vec::with_capacity(devices.len());
         for (i, d) in devices.into_iter().enumerate() {
             let k = |f: &str| format!("devices[{i}].{f}");
@@ -62,6 +67,21 @@ impl Validator<'_> {
                 }
                 (None, None) => (0, 0),
             };
+            // Checked before anything is allocated for the population (its order is a list).
+            let size = (range.1 - range.0).saturating_add(1);
+            population = population.saturating_add(size);
+            if population > MAX_POPULATION {
+                let at = d
+                    .count
+                    .as_ref()
+                    .map(|c| c.span())
+                    .or(d.range.as_ref().map(|r| r.span()));
+                return self.err(
+                    at.unwrap_or_else(|| d.id.span()),
+                    k(if d.range.is_some() { "range" } else { "count" }),
+                    format!("the scenario's population would be {population} devices; at most {MAX_POPULATION} (shard a larger fleet over several scenarios, or size it with `loadtest plan --fleet`)"),
+                );
+            }
             if !template.has_placeholder() && range.0 != range.1 {
                 return self.err(
                     d.id.span(),

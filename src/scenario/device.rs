@@ -117,11 +117,18 @@ impl Validator<'_> {
         }
         for cs in t.hub_connection_strings.iter().flatten() {
             let text = self.expand(cs, "target.hub_connection_strings")?;
-            if !(text.contains("HostName=") && text.contains("SharedAccessKey=")) {
+            let Some((_, _, key)) = crate::sas::parse_connection_string(&text) else {
                 return self.err(
                     cs.span(),
                     "target.hub_connection_strings",
                     "not an IoT Hub connection string (HostName=…;SharedAccessKeyName=…;SharedAccessKey=…)",
+                );
+            };
+            if let Err(e) = crate::device::keys::decode_key(&key) {
+                return self.err(
+                    cs.span(),
+                    "target.hub_connection_strings",
+                    format!("SharedAccessKey: {e}"),
                 );
             }
             d.hub_connection_strings.push(Secret::new(text));

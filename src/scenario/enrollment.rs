@@ -46,6 +46,19 @@ impl Validator<'_> {
             .as_ref()
             .and_then(|e| e.linked_hubs.as_ref())
             .map(|h| h.get_ref().clone());
+        if iot_hubs.as_ref().is_some_and(Vec::is_empty)
+            || linked_hubs.as_ref().is_some_and(Vec::is_empty)
+        {
+            let s = e
+                .as_ref()
+                .and_then(|e| e.iot_hubs.as_ref().or(e.linked_hubs.as_ref()))
+                .map_or(span, |h| h.span());
+            return self.err(
+                s,
+                "enrollment.iot_hubs",
+                "name at least one IoT hub (an empty list allocates nothing)",
+            );
+        }
         let (iot_hubs, linked_hubs) = match (iot_hubs, linked_hubs) {
             (Some(i), Some(l)) => {
                 if let Some(h) = i.iter().find(|h| !l.contains(h)) {

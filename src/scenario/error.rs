@@ -57,6 +57,7 @@ impl Source<'_> {
         key: impl Into<String>,
         message: impl Into<String>,
     ) -> ScenarioError {
+        let message = clip(message.into());
         if let Some(flag) = super::flags::flag_of(offset) {
             return ScenarioError::Flag {
                 flag,
@@ -78,6 +79,35 @@ impl Source<'_> {
     pub(crate) fn error_here(&self, offset: usize, message: impl Into<String>) -> ScenarioError {
         self.error(offset, key_at(self.text, offset), message)
     }
+}
+
+/// A message quotes at most this much of any one word (a value from the file), and is at most
+/// `MAX_MESSAGE` characters in all: a 50 MB line is never echoed whole.
+const MAX_WORD: usize = 120;
+const MAX_MESSAGE: usize = 600;
+
+fn clip(m: String) -> String {
+    if m.len() <= MAX_WORD && !m.contains('\n') {
+        return m;
+    }
+    let mut out = String::new();
+    for (i, w) in m.split_whitespace().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if w.chars().count() > MAX_WORD {
+            out.extend(w.chars().take(MAX_WORD));
+            out.push('…');
+        } else {
+            out.push_str(w);
+        }
+        if out.chars().count() > MAX_MESSAGE {
+            out = out.chars().take(MAX_MESSAGE).collect();
+            out.push('…');
+            break;
+        }
+    }
+    out
 }
 
 /// 1-based line and column (in characters) of a byte offset.

@@ -43,24 +43,6 @@ impl std::fmt::Debug for TwinReader {
     }
 }
 
-/// `(HostName, SharedAccessKeyName, SharedAccessKey)` of a connection string (split on `;`, each
-/// part at its first `=`: keys end in `=` padding).
-pub(crate) fn parse_connection_string(cs: &str) -> Option<(String, String, String)> {
-    let mut host = None;
-    let mut name = None;
-    let mut key = None;
-    for part in cs.split(';') {
-        let (k, v) = part.split_once('=')?;
-        match k.trim() {
-            "HostName" => host = Some(v.trim().to_owned()),
-            "SharedAccessKeyName" => name = Some(v.trim().to_owned()),
-            "SharedAccessKey" => key = Some(v.trim().to_owned()),
-            _ => {}
-        }
-    }
-    Some((host?, name?, key?))
-}
-
 impl TwinReader {
     /// A reader for these connection strings, at most `rate` reads per second; `via` routes every
     /// read to the emulator.
@@ -71,7 +53,7 @@ impl TwinReader {
     ) -> Result<Self, String> {
         let mut hubs = HashMap::new();
         for cs in connection_strings {
-            let (host, policy, key) = parse_connection_string(cs).ok_or(
+            let (host, policy, key) = crate::sas::parse_connection_string(cs).ok_or(
                 "a hub connection string is not HostName=…;SharedAccessKeyName=…;SharedAccessKey=…",
             )?;
             hubs.insert(host.to_ascii_lowercase(), (policy, key));

@@ -62,7 +62,7 @@ impl Source<'_> {
             return ScenarioError::Flag {
                 flag,
                 key: key.into(),
-                message: message.into(),
+                message,
             };
         }
         let (line, column) = line_col(self.text, offset);

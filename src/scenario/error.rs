@@ -71,7 +71,7 @@ impl Source<'_> {
             line,
             column,
             key: key.into(),
-            message: message.into(),
+            message,
         }
     }
 

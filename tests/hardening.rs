@@ -72,13 +72,18 @@ fn the_reference_webhook_serves_while_500_slow_clients_hang() {
     all_closed(slow, Duration::from_secs(120));
 }
 
-fn emulator_http() -> (Child, String, tempfile::TempDir) {
+/// `dps serve` as its own process: (process, plain HTTP `host:port`, plain MQTT `host:port`,
+/// the file its stderr goes to, its directory).
+fn emulator() -> (Child, String, String, std::path::PathBuf, tempfile::TempDir) {
     let dir = tempdir();
+    let log = dir.path().join("stderr.log");
     let mut child = bin()
         .args([
             "dps",
             "serve",
             "--mqtt",
+            "127.0.0.1:0",
+            "--mqtt-plain",
             "127.0.0.1:0",
             "--no-https",
             "--http-plain",
@@ -87,42 +92,136 @@ fn emulator_http() -> (Child, String, tempfile::TempDir) {
             "2s",
             "--tls-dir",
         ])
-        .arg(dir.path())
+        .arg(dir.path().join("tls"))
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut http = None;
+    let (mut http, mut mqtt) = (None, None);
     for line in lines.by_ref() {
         let line = line.unwrap();
         if let Some(a) = line.trim().strip_prefix("HTTP (plain):") {
             http = Some(a.trim().trim_start_matches("http://").to_owned());
+        }
+        if let Some(a) = line.trim().strip_prefix("MQTT (plain):") {
+            mqtt = Some(a.trim().to_owned());
         }
         if line.starts_with("Ctrl-C") {
             break;
         }
     }
     std::thread::spawn(move || for _ in lines {});
-    (child, http.unwrap(), dir)
+    (child, http.unwrap(), mqtt.unwrap(), log, dir)
+}
+
+/// One raw HTTP/1.1 exchange: the status line and the body.
+fn http(addr: &str, request: &str) -> (String, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.lines().next().unwrap_or("").to_owned();
+    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+    (status, body)
 }
 
 #[test]
 fn the_emulator_serves_while_500_slow_clients_hang() {
-    let (mut emu, http, _dir) = emulator_http();
-    let slow = slow_clients(&http, 500);
+    let (mut emu, addr, _, _, _dir) = emulator();
+    let slow = slow_clients(&addr, 500);
     // A valid request still gets its answer.
-    let mut s = TcpStream::connect(&http).unwrap();
-    write!(
-        s,
-        "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.contains("\"registrations\""), "{text}");
+    let (status, body) = http(
+        &addr,
+        "GET /stats HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert!(status.starts_with("HTTP/1.1 200"), "{status}");
+    assert!(body.contains("\"registrations\""), "{body}");
     all_closed(slow, Duration::from_secs(120));
+    let _ = emu.kill();
+    let _ = emu.wait();
+}
+
+/// DPS accepts registration IDs of 1 to 128 letters, digits and `-._:`; anything else is refused
+/// with 400 and DPS error JSON, and what the network sent never reaches the log unescaped.
+#[test]
+fn the_emulator_refuses_ids_dps_refuses_and_logs_them_escaped() {
+    let (mut emu, addr, _, log, _dir) = emulator();
+    let long = "a".repeat(129);
+    for id in [
+        "a%2Fb",
+        "..%2F..",
+        "nul%00x",
+        "x%0A2026-01-01T00%3A00%3A00Z%20forged%20assigned",
+        "sp%20ace",
+        "caf%C3%A9",
+        long.as_str(),
+    ] {
+        let (status, body) = http(
+            &addr,
+            &format!(
+                "PUT /0ne00000A0A/registrations/{id}/register?api-version=2019-03-31 HTTP/1.1\r\nHost: x\r\nAuthorization: SharedAccessSignature sr=x&sig=y&se=1\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+            ),
+        );
+        assert!(status.starts_with("HTTP/1.1 400"), "{id}: {status}");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["errorCode"], 400004, "{id}: {body}");
+        assert!(
+            v["trackingId"].is_string() && v["timestampUtc"].is_string(),
+            "{body}"
+        );
+    }
+    // A valid ID with a bad token is still a 401.
+    let (status, _) = http(
+        &addr,
+        "PUT /0ne00000A0A/registrations/ok-1/register HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    );
+    assert!(status.starts_with("HTTP/1.1 401"), "{status}");
+    let _ = emu.kill();
+    let _ = emu.wait();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        !text
+            .lines()
+            .any(|l| l.starts_with("2026-01-01T00:00:00Z forged")),
+        "a forged log line: {text}"
+    );
+    assert!(text.contains("\\n2026-01-01T00:00:00Z forged"), "{text}");
+}
+
+/// CONNACK 1 (unacceptable protocol version) for a genuine MQTT 5 CONNECT and for level 5 in a
+/// 3.1.1 layout; a 3.1.1 CONNECT with a bad password still gets CONNACK 5.
+#[test]
+fn the_emulator_answers_other_mqtt_versions_with_connack_1() {
+    let (mut emu, _, mqtt, _, _dir) = emulator();
+    let connack = |packet: &[u8]| -> Vec<u8> {
+        let mut s = TcpStream::connect(&mqtt).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(packet).unwrap();
+        let mut buf = [0u8; 4];
+        s.read_exact(&mut buf).unwrap();
+        buf.to_vec()
+    };
+    // MQTT 5: level 5, flags (clean start), keep-alive 60, properties length 0, client id "a".
+    let v5 = [
+        0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 0, 1, b'a',
+    ];
+    assert_eq!(connack(&v5), [0x20, 2, 0, 1]);
+    // Level 5 in the 3.1.1 layout (no properties).
+    let v5_as_v4 = [
+        0x10, 13, 0, 4, b'M', b'Q', b'T', b'T', 5, 0x02, 0, 60, 0, 1, b'a',
+    ];
+    assert_eq!(connack(&v5_as_v4), [0x20, 2, 0, 1]);
+    // 3.1.1 with a username and a wrong password: not authorised.
+    let user = b"0ne00000A0A/registrations/a/api-version=2019-03-31";
+    let mut v4 = vec![
+        0x10, 0, 0, 4, b'M', b'Q', b'T', b'T', 4, 0xC2, 0, 60, 0, 1, b'a',
+    ];
+    v4.extend_from_slice(&(user.len() as u16).to_be_bytes());
+    v4.extend_from_slice(user);
+    v4.extend_from_slice(&[0, 1, b'x']);
+    v4[1] = (v4.len() - 2) as u8;
+    assert_eq!(connack(&v4), [0x20, 2, 0, 5]);
     let _ = emu.kill();
     let _ = emu.wait();
 }

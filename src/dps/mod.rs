@@ -31,6 +31,30 @@ pub mod codes {
     pub const HUB_DEVICE_NOT_FOUND: u32 = 404_001;
     /// A request over the 96 KB message limit (our choice; UNCONFIRMED).
     pub const TOO_LARGE: u32 = 413_001;
+    /// A registration ID DPS does not accept (the code is UNCONFIRMED: 400004 is DPS's
+    /// "ArgumentInvalid"; our default).
+    pub const INVALID_REGISTRATION_ID: u32 = 400_004;
+}
+
+/// Longest registration ID DPS accepts.
+pub const MAX_REGISTRATION_ID: usize = 128;
+
+/// DPS's rule for registration IDs (service-apis.md): 1 to 128 characters, case-insensitive
+/// alphanumerics and `-`, `.`, `_`, `:`. The reason when `id` breaks it.
+pub fn check_registration_id(id: &str) -> Result<(), &'static str> {
+    if id.is_empty() {
+        return Err("the registration ID is empty");
+    }
+    if id.len() > MAX_REGISTRATION_ID {
+        return Err("the registration ID is longer than 128 characters");
+    }
+    if !id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b':'))
+    {
+        return Err("a registration ID has only letters, digits and `-`, `.`, `_`, `:`");
+    }
+    Ok(())
 }
 
 /// `status` of a registration operation (dps-protocol.md §3.6).

@@ -162,7 +162,7 @@ impl Emulator {
             };
             eprintln!(
                 "{now} {} {} {what} ({} ms)",
-                device.registration_id,
+                super::log_safe(&device.registration_id),
                 state.status,
                 started.elapsed().as_millis()
             );

@@ -63,7 +63,7 @@ pub async fn handle(
         Some(Route::Twin { device_id }) => emulator.twin(&host, &device_id, auth.as_deref()),
         Some(Route::Register { scope, id }) => {
             match emulator.authenticate(&scope, &id, auth.as_deref()) {
-                Err(_) => Emulator::unauthorized(),
+                Err(e) => Emulator::refusal(&e),
                 Ok(device) => {
                     let payload = RegisterBody::parse(&body).payload;
                     emulator.register(device, payload, false).await
@@ -75,12 +75,12 @@ pub async fn handle(
             id,
             operation_id,
         }) => match emulator.authenticate(&scope, &id, auth.as_deref()) {
-            Err(_) => Emulator::unauthorized(),
+            Err(e) => Emulator::refusal(&e),
             Ok(device) => emulator.poll(&device, &operation_id),
         },
         Some(Route::Status { scope, id }) => {
             match emulator.authenticate(&scope, &id, auth.as_deref()) {
-                Err(_) => Emulator::unauthorized(),
+                Err(e) => Emulator::refusal(&e),
                 Ok(device) => emulator.status(&device),
             }
         }

@@ -38,6 +38,16 @@ use codes::{HUB_DEVICE_NOT_FOUND, NOT_FOUND, THROTTLED};
 
 use crate::dps::enrollment::{Via, WhichKey};
 
+/// A value from the network as it may go into the log: control characters (a `%0A` in a URL
+/// would start a forged line), quotes and non-ASCII are escaped, and it is cut at 200 characters.
+pub(crate) fn log_safe(s: &str) -> String {
+    let mut out: String = s.chars().take(200).flat_map(char::escape_default).collect();
+    if s.chars().nth(200).is_some() {
+        out.push('…');
+    }
+    out
+}
+
 /// An authenticated device.
 #[derive(Debug, Clone)]
 pub struct Device {
@@ -73,6 +83,9 @@ pub enum AuthError {
     /// The enrollment's allocation cannot run (e.g. custom without a webhook).
     #[error("{0}")]
     Config(String),
+    /// Not a registration ID DPS accepts.
+    #[error("{0}")]
+    InvalidId(&'static str),
 }
 
 /// AllocationRequest templates, one per enrollment, built once.
@@ -227,7 +240,12 @@ impl Emulator {
         if let Err(e) = &r {
             self.counters.refused.fetch_add(1, Ordering::Relaxed);
             if self.log {
-                eprintln!("{} {registration_id} refused: {e}", now_rfc3339());
+                eprintln!(
+                    "{} {} refused: {}",
+                    now_rfc3339(),
+                    log_safe(registration_id),
+                    log_safe(&e.to_string())
+                );
             }
         }
         r
@@ -239,6 +257,7 @@ impl Emulator {
         registration_id: &str,
         token: Option<&str>,
     ) -> Result<Device, AuthError> {
+        crate::dps::check_registration_id(registration_id).map_err(AuthError::InvalidId)?;
         if !id_scope.eq_ignore_ascii_case(&self.opts.id_scope) {
             return Err(AuthError::Scope(id_scope.to_owned()));
         }
@@ -479,6 +498,17 @@ impl Emulator {
     /// Auth failure as an HTTPS/MQTT-response reply.
     pub fn unauthorized() -> Reply {
         Reply::error(401, codes::UNAUTHORIZED, "Unauthorized", None)
+    }
+
+    /// The HTTPS answer to a refused device: 400 + 400004 for an ID DPS does not accept, else
+    /// 401 + 401002 (the reason is logged, not sent).
+    pub fn refusal(e: &AuthError) -> Reply {
+        match e {
+            AuthError::InvalidId(why) => {
+                Reply::error(400, codes::INVALID_REGISTRATION_ID, why, None)
+            }
+            _ => Self::unauthorized(),
+        }
     }
 }
 

@@ -73,6 +73,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
         }
     }
 
+    /// Reads until the protocol level of a CONNECT is in the buffer: `Some(level)`, or `None`
+    /// when the first packet is not a CONNECT (the decoder then says what it is).
+    async fn peek_connect_level(&mut self) -> Result<Option<u8>, ConnectionEnd> {
+        loop {
+            match connect_level(&self.buf) {
+                Peek::Level(l) => return Ok(Some(l)),
+                Peek::NotConnect => return Ok(None),
+                Peek::NeedMore => {}
+            }
+            if self.io.read_buf(&mut self.buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+
     async fn write(&mut self, p: Packet) -> Result<(), ConnectionEnd> {
         self.out.clear();
         p.write(&mut self.out, usize::MAX)
@@ -91,6 +106,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     }
 }
 
+enum Peek {
+    NeedMore,
+    NotConnect,
+    Level(u8),
+}
+
+/// The protocol level of a CONNECT at the start of `buf`: fixed header (type 1, remaining
+/// length as a variable-length integer), then the protocol name `MQTT` and the level byte.
+/// Hand-written because the codec offers no peek; it only reads, never consumes.
+fn connect_level(buf: &[u8]) -> Peek {
+    let Some(&first) = buf.first() else {
+        return Peek::NeedMore;
+    };
+    if first >> 4 != 1 {
+        return Peek::NotConnect;
+    }
+    let mut i = 1;
+    loop {
+        let Some(&b) = buf.get(i) else {
+            return Peek::NeedMore;
+        };
+        i += 1;
+        if b & 0x80 == 0 {
+            break;
+        }
+        if i > 4 {
+            return Peek::NotConnect;
+        }
+    }
+    match buf.get(i..i + 7) {
+        None => Peek::NeedMore,
+        Some([0, 4, b'M', b'Q', b'T', b'T', level]) => Peek::Level(*level),
+        Some(_) => Peek::NotConnect,
+    }
+}
+
 /// Serves one MQTT connection (already TLS-wrapped if TLS is on) until it ends.
 pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     emulator: Arc<Emulator>,
@@ -103,6 +154,25 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         out: BytesMut::with_capacity(1024),
         next_pkid: 0,
     };
+    // MQTT 3.1.1 §3.2.2.3: a protocol level other than 4 gets CONNACK 1. The level is read off
+    // the bytes before the 3.1.1 decoder sees them: an MQTT 5 CONNECT has another layout, and
+    // the decoder would take a level-5 CONNECT in 3.1.1 layout as valid.
+    match tokio::time::timeout(connect_timeout, c.peek_connect_level()).await {
+        Err(_) => return Err(ConnectionEnd::Timeout),
+        Ok(Err(e)) => return Err(e),
+        Ok(Ok(Some(level))) if level != 4 => {
+            let _ = c
+                .write(Packet::ConnAck(ConnAck::new(
+                    ConnectReturnCode::RefusedProtocolVersion,
+                    false,
+                )))
+                .await;
+            return Err(ConnectionEnd::Refused(format!(
+                "protocol level {level}; this server speaks MQTT 3.1.1 (level 4)"
+            )));
+        }
+        Ok(Ok(_)) => {}
+    }
     let connect = match tokio::time::timeout(connect_timeout, c.read()).await {
         Err(_) => return Err(ConnectionEnd::Timeout),
         Ok(Ok(Some(Packet::Connect(connect)))) => connect,

@@ -7,8 +7,9 @@
 //! authorised: our choice of the two behaviours real DPS shows); SUBACK granting at most QoS 1;
 //! PUBACK before the response to a QoS-1 request; responses at QoS 1 on
 //! `$dps/registrations/res/{status}/?$rid={rid}[&retry-after=N]`; PINGRESP, UNSUBACK, DISCONNECT.
-//! A client that sends no CONNECT in time, goes silent past 1.5 × its keep-alive, or sends a
-//! malformed or oversized packet is disconnected; only its own connection is affected.
+//! A client that sends no CONNECT in time, goes silent past 1.5 × its keep-alive (30 × the
+//! connect timeout when it declares none), or sends a malformed or oversized packet is
+//! disconnected; only its own connection is affected.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -225,15 +226,18 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
         false,
     )))
     .await?;
-    let idle = (connect.keep_alive > 0)
-        .then(|| Duration::from_millis(u64::from(connect.keep_alive) * 1500));
+    // Silent past 1.5 × the keep-alive: gone. A client that declares no keep-alive (0) still
+    // gets a limit, 30 × the connect timeout (5 min by default), so that a half-sent packet
+    // cannot hold the connection forever. The limit covers a whole packet, not each byte.
+    let idle = if connect.keep_alive > 0 {
+        Duration::from_millis(u64::from(connect.keep_alive) * 1500)
+    } else {
+        connect_timeout.saturating_mul(30)
+    };
     loop {
-        let packet = match idle {
-            Some(limit) => match tokio::time::timeout(limit, c.read()).await {
-                Ok(r) => r?,
-                Err(_) => return Err(ConnectionEnd::Timeout),
-            },
-            None => c.read().await?,
+        let packet = match tokio::time::timeout(idle, c.read()).await {
+            Ok(r) => r?,
+            Err(_) => return Err(ConnectionEnd::Timeout),
         };
         let Some(packet) = packet else {
             return Ok(());

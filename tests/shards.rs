@@ -20,6 +20,37 @@ fn histogram(dir: &std::path::Path, name: &str) -> Histogram<u64> {
         .unwrap()
 }
 
+/// `(absolute start in seconds, tag, count)` of every interval of a report's `latency.hlog`.
+fn intervals(dir: &std::path::Path) -> Vec<(f64, String, u64)> {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    let log = std::fs::read(dir.join("latency.hlog")).unwrap();
+    let mut base = None;
+    let mut out = Vec::new();
+    for e in IntervalLogIterator::new(&log) {
+        match e.expect("a valid interval log") {
+            LogEntry::StartTime(t) => {
+                base.get_or_insert(t.as_secs_f64());
+            }
+            LogEntry::BaseTime(t) => base = Some(t.as_secs_f64()),
+            LogEntry::Interval(h) => {
+                let bytes = base64::engine::general_purpose::STANDARD
+                    .decode(h.encoded_histogram())
+                    .unwrap();
+                let hist: Histogram<u64> = hdrhistogram::serialization::Deserializer::new()
+                    .deserialize(&mut bytes.as_slice())
+                    .unwrap();
+                out.push((
+                    base.expect("StartTime/BaseTime before the intervals")
+                        + h.start_timestamp().as_secs_f64(),
+                    h.tag().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+                    hist.len(),
+                ));
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn three_shards_merged_equal_one_run() {
     let dir = tempdir();
@@ -100,6 +131,100 @@ fn three_shards_merged_equal_one_run() {
     assert_eq!(
         m["thresholds"].as_array().unwrap().len(),
         a["thresholds"].as_array().unwrap().len()
+    );
+    // The merged interval log is one valid log on one time base: every window of it holds what
+    // the shards recorded in that window, and all of it holds every request.
+    let merged_iv = intervals(&merged);
+    let shard_iv: Vec<_> = dirs.iter().flat_map(|d| intervals(d)).collect();
+    let count = |iv: &[(f64, String, u64)], from: f64, to: f64| -> u64 {
+        iv.iter()
+            .filter(|(t, tag, _)| tag == "latency" && *t >= from - 1e-3 && *t < to - 1e-3)
+            .map(|(_, _, n)| n)
+            .sum()
+    };
+    assert_eq!(count(&merged_iv, 0.0, f64::MAX), 3000);
+    let first = merged_iv
+        .iter()
+        .map(|(t, _, _)| *t)
+        .fold(f64::MAX, f64::min);
+    for w in 0..4 {
+        let (from, to) = (first + f64::from(w), first + f64::from(w + 1));
+        assert_eq!(
+            count(&merged_iv, from, to),
+            count(&shard_iv, from, to),
+            "window {w}"
+        );
+    }
+    // A missing shard is refused, named; --allow-partial merges what is there, marked partial.
+    let partial = dir.path().join("partial");
+    let r = run(&[
+        "report",
+        "merge",
+        dirs[0].to_str().unwrap(),
+        dirs[1].to_str().unwrap(),
+        "--out",
+        partial.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{}", r.stdout);
+    assert!(r.stderr.contains("shards 2/3 are missing"), "{}", r.stderr);
+    let r = run(&[
+        "report",
+        "merge",
+        dirs[0].to_str().unwrap(),
+        dirs[1].to_str().unwrap(),
+        "--allow-partial",
+        "--out",
+        partial.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(summary(&partial)["shard"], "merged 2 of 3 (partial)");
+    // A shard given twice, and a report that is no shard, are refused.
+    let r = run(&[
+        "report",
+        "merge",
+        dirs[0].to_str().unwrap(),
+        dirs[0].to_str().unwrap(),
+        dirs[1].to_str().unwrap(),
+        dirs[2].to_str().unwrap(),
+        "--out",
+        dir.path().join("twice").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("shard 0/3 is given twice"),
+        "{}",
+        r.stderr
+    );
+    let r = run(&[
+        "report",
+        "merge",
+        whole.to_str().unwrap(),
+        "--out",
+        dir.path().join("whole-merged").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("is not a shard of a sharded run"),
+        "{}",
+        r.stderr
+    );
+    // The scenario is found from another folder: summary.json names it by absolute path.
+    assert!(
+        std::path::Path::new(a["scenario_file"].as_str().unwrap()).is_absolute(),
+        "{}",
+        a["scenario_file"]
+    );
+    let elsewhere = bin()
+        .current_dir(dir.path())
+        .args(["report", "merge", "--thresholds", "counts"])
+        .args(&dirs)
+        .args(["--out", "from-elsewhere"])
+        .output()
+        .unwrap();
+    assert!(
+        elsewhere.status.success(),
+        "{}",
+        String::from_utf8_lossy(&elsewhere.stderr)
     );
     // Shards of different runs are refused.
     let other = dir.path().join("other");

@@ -165,6 +165,9 @@ enum ReportCommand {
         /// Which thresholds to evaluate on the merged run: all, counts, none.
         #[arg(long, value_parser = parse_selection, default_value = "all")]
         thresholds: Selection,
+        /// Merge even when shards are missing; the report's shard field says `partial`.
+        #[arg(long)]
+        allow_partial: bool,
     },
 }
 
@@ -402,9 +405,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             out,
             scenario,
             thresholds,
+            allow_partial,
         }) => {
-            let summary =
-                crate::report::merge::merge(&dirs, scenario.as_deref(), &out, thresholds)?;
+            let summary = crate::report::merge::merge(
+                &dirs,
+                scenario.as_deref(),
+                &out,
+                thresholds,
+                allow_partial,
+            )?;
             conclude(&summary, &out, None)
         }
     }

@@ -2,9 +2,11 @@
 //! (`--shard i/n` on several machines or processes). Counters are summed, histograms are added
 //! from each shard's `histograms.json` (exact: HdrHistograms of equal configuration add without
 //! loss), expectations and thresholds are evaluated again on the merged measurements (never
-//! per shard), and the usual files are written. The interval logs are concatenated.
+//! per shard), and the usual files are written. The interval logs are merged onto one time base.
+//! Every shard of the run must be there, once (or `--allow-partial` says the report is partial).
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -82,6 +84,123 @@ fn read(dir: &Path) -> Result<Shard, MergeError> {
     })
 }
 
+/// Every shard of the run is there once: `I/N` with one N and each I from 0 to N-1. Missing
+/// shards are refused unless `allow_partial`; then `Some((given, N))` marks the merge partial.
+fn complete(shards: &[Shard], allow_partial: bool) -> Result<Option<(usize, u32)>, MergeError> {
+    let mut of = None;
+    let mut seen = std::collections::BTreeSet::new();
+    for s in shards {
+        let label = s.summary["shard"].as_str().unwrap_or_default();
+        let parsed = label.split_once('/').and_then(|(i, n)| {
+            Some((i.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?))
+        });
+        let Some((i, n)) = parsed.filter(|(i, n)| i < n) else {
+            return Err(MergeError::Mismatch(format!(
+                "{} is not a shard of a sharded run (its shard is {:?}; run with --shard I/N)",
+                s.dir.display(),
+                s.summary["shard"]
+            )));
+        };
+        if *of.get_or_insert(n) != n {
+            return Err(MergeError::Mismatch(format!(
+                "{} is shard {i}/{n}, the others are of {}",
+                s.dir.display(),
+                of.unwrap_or(n)
+            )));
+        }
+        if !seen.insert(i) {
+            return Err(MergeError::Mismatch(format!(
+                "shard {i}/{n} is given twice ({})",
+                s.dir.display()
+            )));
+        }
+    }
+    let n = of.unwrap_or(0);
+    let missing: Vec<String> = (0..n)
+        .filter(|i| !seen.contains(i))
+        .map(|i| format!("{i}/{n}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(None);
+    }
+    if !allow_partial {
+        return Err(MergeError::Mismatch(format!(
+            "shards {} are missing: a merge of {} of {n} is not the run (add them, or --allow-partial to merge what is there, marked partial)",
+            missing.join(", "),
+            seen.len()
+        )));
+    }
+    Ok(Some((seen.len(), n)))
+}
+
+/// One interval log of all shards: StartTime and BaseTime are the earliest shard's start, and
+/// each interval keeps its encoded histogram with its timestamp moved onto that base, so that a
+/// window of the merged log holds exactly what the shards recorded in that window.
+fn merged_hlog(shards: &[Shard]) -> Result<Vec<u8>, MergeError> {
+    use hdrhistogram::serialization::interval_log::{IntervalLogIterator, LogEntry};
+    struct Line {
+        at: f64,
+        length: f64,
+        max: f64,
+        tag: String,
+        encoded: String,
+    }
+    let mut lines = Vec::new();
+    let mut start: Option<f64> = None;
+    for sh in shards {
+        let Some(log) = &sh.hlog else { continue };
+        let (mut base, mut shard_start) = (None, None);
+        for entry in IntervalLogIterator::new(log) {
+            let entry = entry.map_err(|e| MergeError::Format {
+                path: sh.dir.join("latency.hlog"),
+                what: format!("{e:?}"),
+            })?;
+            match entry {
+                LogEntry::StartTime(t) => shard_start = Some(t.as_secs_f64()),
+                LogEntry::BaseTime(t) => base = Some(t.as_secs_f64()),
+                LogEntry::Interval(h) => {
+                    let base = base.or(shard_start).unwrap_or(0.0);
+                    lines.push(Line {
+                        at: base + h.start_timestamp().as_secs_f64(),
+                        length: h.duration().as_secs_f64(),
+                        max: h.max(),
+                        tag: h.tag().map(|t| t.as_str().to_owned()).unwrap_or_default(),
+                        encoded: h.encoded_histogram().to_owned(),
+                    });
+                }
+            }
+        }
+        if let Some(t) = shard_start.or(base) {
+            start = Some(start.map_or(t, |s: f64| s.min(t)));
+        }
+    }
+    let start = start.unwrap_or(0.0);
+    lines.sort_by(|a, b| a.at.total_cmp(&b.at).then_with(|| a.tag.cmp(&b.tag)));
+    let mut out = format!(
+        "#[loadtest merged interval log of {} shards: values in microseconds; every shard's intervals on one time base]\n\
+         #[StartTime: {start:.3} (seconds since epoch)]\n\
+         #[BaseTime: {start:.3} (seconds since epoch)]\n\
+         \"StartTimestamp\",\"Interval_Length\",\"Interval_Max\",\"Interval_Compressed_Histogram\"\n",
+        shards.len()
+    );
+    for l in lines {
+        let tag = if l.tag.is_empty() {
+            String::new()
+        } else {
+            format!("Tag={},", l.tag)
+        };
+        let _ = writeln!(
+            out,
+            "{tag}{:.3},{:.3},{:.3},{}",
+            l.at - start,
+            l.length,
+            l.max,
+            l.encoded
+        );
+    }
+    Ok(out.into_bytes())
+}
+
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or(0)
 }
@@ -100,6 +219,7 @@ pub(crate) fn merge(
     scenario: Option<&Path>,
     out: &Path,
     selection: Selection,
+    allow_partial: bool,
 ) -> Result<Summary, MergeError> {
     let shards = dirs
         .iter()
@@ -121,15 +241,7 @@ pub(crate) fn merge(
             }
         }
     }
-    let mut seen = Vec::new();
-    for s in &shards {
-        if let Some(sh) = s.summary["shard"].as_str() {
-            if seen.contains(&sh.to_owned()) {
-                return Err(MergeError::Mismatch(format!("shard {sh} is given twice")));
-            }
-            seen.push(sh.to_owned());
-        }
-    }
+    let partial = complete(&shards, allow_partial)?;
     let path = match scenario {
         Some(p) => p.to_owned(),
         None => PathBuf::from(first.summary["scenario_file"].as_str().unwrap_or_default()),
@@ -256,7 +368,10 @@ pub(crate) fn merge(
     };
     let started = started.unwrap_or_else(SystemTime::now);
     let mut summary = Summary::build(&s, &outcome, started, target_rate);
-    summary.shard = Some(format!("merged {}", shards.len()));
+    summary.shard = Some(match partial {
+        None => format!("merged {}", shards.len()),
+        Some((have, of)) => format!("merged {have} of {of} (partial)"),
+    });
     let view = RunView {
         metrics: &outcome.metrics,
         abandoned: outcome.abandoned,
@@ -286,25 +401,7 @@ pub(crate) fn merge(
         hdr::encode_all(&outcome.metrics),
     )
     .map_err(io(out))?;
-    let mut hlog = format!(
-        "#[loadtest merged interval log of {} shards: each shard's intervals, relative to its own start]\n",
-        shards.len()
-    )
-    .into_bytes();
-    for sh in &shards {
-        if let Some(log) = &sh.hlog {
-            hlog.extend_from_slice(format!("#[shard {}]\n", sh.summary["shard"]).as_bytes());
-            hlog.extend(
-                log.split(|b| *b == b'\n')
-                    .filter(|l| l.starts_with(b"Tag="))
-                    .flat_map(|l| {
-                        let mut v = l.to_vec();
-                        v.push(b'\n');
-                        v
-                    }),
-            );
-        }
-    }
+    let hlog = merged_hlog(&shards)?;
     std::fs::write(out.join("latency.hlog"), hlog).map_err(io(out))?;
     Ok(summary)
 }

@@ -310,7 +310,11 @@ impl Summary {
             schema_version: SCHEMA_VERSION,
             tool_version: env!("CARGO_PKG_VERSION").into(),
             scenario: s.name.clone(),
-            scenario_file: s.path.display().to_string(),
+            // Absolute, so that `report merge` finds it from any folder.
+            scenario_file: std::path::absolute(&s.path)
+                .unwrap_or_else(|_| s.path.clone())
+                .display()
+                .to_string(),
             mode: s.target.mode.name().into(),
             target: s.target_display(),
             seed: s.seed,

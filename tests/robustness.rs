@@ -68,6 +68,16 @@ fn unreachable_target_is_a_clear_error_with_a_full_report() {
     let v = summary(&out);
     assert_eq!(v["requests"]["failed"], 50, "{}", v["requests"]);
     assert_eq!(v["errors"][0]["source"], "network", "{}", v["errors"]);
+    // Failure first: the cause opens the text, the markdown and the HTML.
+    let first = r.stdout.lines().next().unwrap_or("");
+    assert!(
+        first.starts_with("FAIL: the target never answered (50 requests sent); 50 × [network]"),
+        "{first}"
+    );
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("\n- the target never answered"), "{md}");
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert!(html.contains("<li>the target never answered"), "html");
     assert_eq!(v["requests"]["completed"], 0);
     assert_eq!(v["verdict"], "fail");
 }
@@ -116,6 +126,8 @@ fn ctrl_c_stops_and_accounts_for_every_scheduled_request() {
     // 30 s at 200/s were scheduled; the run stopped long before.
     assert!(sent < 6000, "{sent}");
     assert_eq!(v["requests"]["not_sent"].as_u64().unwrap(), 6000 - sent);
+    let md = std::fs::read_to_string(out.join("summary.md")).unwrap();
+    assert!(md.contains("- interrupted (Ctrl-C)"), "{md}");
 }
 
 #[test]

@@ -282,6 +282,14 @@ pub(crate) fn render(s: &Summary, spectrum: &str, timeline: &str, extra: &str) -
         esc(&s.scenario)
     );
     let _ = writeln!(o, "<h1>loadtest: {} — {verdict}</h1>", esc(&s.scenario));
+    let causes = s.causes();
+    if !causes.is_empty() {
+        let items: String = causes
+            .iter()
+            .map(|c| format!("<li>{}</li>", esc(c)))
+            .collect();
+        let _ = writeln!(o, "<ul class=fail>{items}</ul>");
+    }
     let r = &s.requests;
     let _ = writeln!(
         o,

@@ -10,6 +10,12 @@ pub(crate) fn render(s: &Summary) -> String {
     let mut o = String::new();
     let mark = if s.passed() { "✅ pass" } else { "❌ fail" };
     let _ = writeln!(o, "## loadtest `{}`: {mark}\n", s.scenario);
+    for c in s.causes() {
+        let _ = writeln!(o, "- {c}");
+    }
+    if !s.passed() {
+        let _ = writeln!(o);
+    }
     let r = &s.requests;
     let _ = writeln!(
         o,

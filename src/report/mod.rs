@@ -389,6 +389,59 @@ impl Summary {
         self.abandoned
     }
 
+    /// Why the run did not pass, most decisive first (empty when it passed): interrupted,
+    /// stopped by a threshold, the target never answered, the top error kinds with counts,
+    /// requests left unfinished, expectations, thresholds, snapshot. Every report opens with it.
+    pub(crate) fn causes(&self) -> Vec<String> {
+        let mut why = Vec::new();
+        let r = &self.requests;
+        if self.interrupted {
+            why.push("interrupted (Ctrl-C)".to_owned());
+        }
+        if let Some(a) = &self.aborted_by {
+            why.push(format!("stopped early by threshold `{a}` (abort_on_fail)"));
+        }
+        if r.sent > 0 && r.completed == 0 {
+            why.push(format!(
+                "the target never answered ({} requests sent)",
+                r.sent
+            ));
+        }
+        for e in self.errors.iter().take(3) {
+            why.push(format!("{} × {}", e.count, e.label()));
+        }
+        if self.errors.len() > 3 {
+            why.push(format!("{} more error kinds", self.errors.len() - 3));
+        }
+        let unfinished = r.timed_out + r.not_sent;
+        if unfinished > 0 {
+            why.push(format!(
+                "{} requests unfinished ({} timed out, {} not sent)",
+                unfinished, r.timed_out, r.not_sent
+            ));
+        }
+        if self.expectations.failed > 0 {
+            why.push(format!(
+                "{} of {} answers did not meet their expectation",
+                self.expectations.failed,
+                self.expectations.passed + self.expectations.failed
+            ));
+        }
+        for t in self.thresholds.iter().filter(|t| !t.passed) {
+            why.push(format!(
+                "threshold `{}` failed (measured {})",
+                t.name, t.measured
+            ));
+        }
+        if let Some(snap) = self.snapshot.as_ref().filter(|_| !self.snapshot_matched()) {
+            why.push(format!("snapshot {}", snap.status));
+        }
+        if self.passed() {
+            why.clear();
+        }
+        why
+    }
+
     /// Every threshold passed and none aborted the run.
     pub(crate) fn thresholds_met(&self) -> bool {
         self.aborted_by.is_none() && self.thresholds.iter().all(|t| t.passed)

@@ -10,6 +10,11 @@ use super::{Stats, Summary};
 pub(crate) fn render(s: &Summary) -> String {
     let mut o = String::new();
     let r = &s.requests;
+    // The verdict and its cause first, before any table or mismatch example.
+    let causes = s.causes();
+    if !causes.is_empty() {
+        let _ = writeln!(o, "FAIL: {}", causes.join("; "));
+    }
     let _ = writeln!(
         o,
         "scenario {} ({} mode) -> {}",

@@ -328,3 +328,75 @@ expect = { status = "assigned" }
     assert_eq!(r.code, 2);
     assert!(r.stderr.len() < 2_000, "{} bytes of error", r.stderr.len());
 }
+
+/// A target that accepts and never answers: every request still in flight when the grace period
+/// ends is in the latency histogram (at its elapsed time), in its class's row and in the errors.
+#[test]
+fn abandoned_requests_are_counted_everywhere() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let hold = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().take(20) {
+            held.push(s);
+        }
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let dir = tempdir();
+    let file = dir.path().join("silent.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"name = "silent"
+[target]
+url = "http://{addr}/api/HttpTrigger1"
+timeout = "1h"
+[enrollment]
+group_id = "g"
+primary_key = "oiK77Oy7rBw8YB6IS6ukRChAw+Yq6GC61RMrPLSTiOOtdI+XDu0LmLuNm11p+qv2I+adqGUdZHm46zXAQdZoOA=="
+iot_hubs = ["a.azure-devices.net"]
+[[devices]]
+class = "toaster"
+id = "t{{n}}-contoso-tstrsd-007"
+count = 20
+expect = {{ status = "assigned" }}
+[load]
+rate = 100
+grace = "1s"
+"#
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("r");
+    let r = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    let v = summary(&out);
+    let req = &v["requests"];
+    assert_eq!(req["timed_out"], 20, "{req}");
+    assert_eq!(req["abandoned"], 20, "{req}");
+    let c = crate::util::class(&v, "toaster");
+    assert_eq!(c["requests"], 20, "{c}");
+    assert_eq!(c["failed"], 20, "the expectation is unmet: {c}");
+    // Recorded at their elapsed time: at least the 1 s grace period.
+    assert!(
+        v["latency_us"]["p50"].as_u64().unwrap() >= 1_000_000,
+        "{}",
+        v["latency_us"]
+    );
+    assert!(
+        v["duration_s"].as_f64().unwrap() >= 1.0,
+        "{}",
+        v["duration_s"]
+    );
+    let e = &v["errors"][0];
+    assert_eq!(e["source"], "timeout", "{e}");
+    assert_eq!(e["count"], 20, "{e}");
+    assert!(e["message"].as_str().unwrap().contains("abandoned"), "{e}");
+    drop(hold);
+}

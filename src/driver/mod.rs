@@ -101,6 +101,70 @@ impl Ended {
 pub(crate) trait Executor: Send + Sync + 'static {
     /// Executes a job; never panics on target misbehaviour.
     fn execute(&self, job: Job) -> impl Future<Output = Sample> + Send;
+
+    /// The sample of a job still unanswered when the grace period ended: timed out at `done`,
+    /// its class's expectation unmet (wrk2 records such requests at their elapsed time too).
+    fn abandoned(&self, job: &Job, sent: Instant, done: Instant) -> Sample;
+}
+
+/// The sample of an abandoned job, given the expectation it did not meet.
+pub(crate) fn abandoned_sample(
+    job: &Job,
+    id: String,
+    expect: &crate::check::Expect,
+    sent: Instant,
+    done: Instant,
+) -> Sample {
+    let registration = Registration::default();
+    Ended {
+        id,
+        mismatches: crate::check::compare(expect, &registration),
+        registration,
+        end: End::TimedOut,
+        error: Some(Failure::new(
+            End::TimedOut,
+            crate::outcome::Source::Timeout,
+            "no answer when the grace period ended (abandoned)",
+        )),
+        attempts: 1,
+        request: None,
+        response: None,
+        phases: None,
+    }
+    .sample(job, sent, done, false)
+}
+
+/// Requests handed to the executor and not yet finished, so that those still running when the
+/// grace period ends are recorded exactly once: by the engine as abandoned, or by their task.
+#[derive(Debug, Default)]
+struct InFlight(std::sync::Mutex<std::collections::HashMap<u64, (Job, Instant)>>);
+
+impl InFlight {
+    fn start(&self, job: Job, sent: Instant) {
+        self.0
+            .lock()
+            .expect("in-flight lock")
+            .insert(job.index, (job, sent));
+    }
+
+    /// True when the job was still owned by its task (its sample is to be sent).
+    fn finish(&self, index: u64) -> bool {
+        self.0
+            .lock()
+            .expect("in-flight lock")
+            .remove(&index)
+            .is_some()
+    }
+
+    /// Takes every job still running: from now on their tasks' samples are dropped.
+    fn abandon_all(&self) -> Vec<(Job, Instant)> {
+        self.0
+            .lock()
+            .expect("in-flight lock")
+            .drain()
+            .map(|(_, v)| v)
+            .collect()
+    }
 }
 
 /// How requests are started.
@@ -238,10 +302,22 @@ pub(crate) async fn run<E: Executor>(
     });
 
     let sent = Arc::new(AtomicU64::new(0));
+    let inflight = Arc::new(InFlight::default());
     let scheduled = match &plan.pacing {
         Pacing::Open(schedule) => {
             let sem = Arc::new(Semaphore::new(plan.max_in_flight as usize));
-            pace_open(&exec, &population, schedule, start, &sem, &tx, &sent, &stop).await;
+            pace_open(
+                &exec,
+                &population,
+                schedule,
+                start,
+                &sem,
+                &tx,
+                &sent,
+                &stop,
+                &inflight,
+            )
+            .await;
             let limit = plan.max_in_flight as usize;
             // Whatever is still in flight after this is counted as abandoned (timed out) below.
             wait_drained(plan.grace, &stop, || sem.available_permits() == limit).await;
@@ -257,7 +333,7 @@ pub(crate) async fn run<E: Executor>(
             let next = Arc::new(AtomicU64::new(0));
             let stopped = Arc::new(AtomicBool::new(false));
             for _ in 0..*workers {
-                let (exec, pop, tx, next, sent, stopped, count) = (
+                let (exec, pop, tx, next, sent, stopped, count, inflight) = (
                     exec.clone(),
                     population.clone(),
                     tx.clone(),
@@ -265,6 +341,7 @@ pub(crate) async fn run<E: Executor>(
                     sent.clone(),
                     stopped.clone(),
                     *count,
+                    inflight.clone(),
                 );
                 set.spawn(async move {
                     tokio::time::sleep_until(start).await;
@@ -281,7 +358,11 @@ pub(crate) async fn run<E: Executor>(
                             device: pop.device(k),
                             intended: Instant::now(),
                         };
-                        let _ = tx.send(exec.execute(job).await);
+                        inflight.start(job, job.intended);
+                        let sample = exec.execute(job).await;
+                        if inflight.finish(k) {
+                            let _ = tx.send(sample);
+                        }
                     }
                 });
             }
@@ -301,13 +382,20 @@ pub(crate) async fn run<E: Executor>(
             count.unwrap_or(sent_now).max(sent_now)
         }
     };
+    // What is still running now is abandoned: recorded as timed out at this instant, exactly once.
+    let now = Instant::now();
+    let abandoned_jobs = inflight.abandon_all();
+    let abandoned = abandoned_jobs.len() as u64;
+    for (job, first_send) in abandoned_jobs {
+        let _ = tx.send(exec.abandoned(&job, first_send, now));
+    }
     drop(tx);
     let _ = finish_tx.send(());
     let (metrics, aborted) = collector.await.expect("collector task does not panic");
     let sent = sent.load(Ordering::Relaxed);
     let end = metrics.last_done.unwrap_or(start).max(start);
     Outcome {
-        abandoned: sent.saturating_sub(metrics.samples),
+        abandoned,
         elapsed: end - start,
         metrics,
         scheduled,
@@ -330,8 +418,9 @@ async fn pace_open<E: Executor>(
     tx: &mpsc::UnboundedSender<Sample>,
     sent: &Arc<AtomicU64>,
     stop: &Stop,
+    inflight: &Arc<InFlight>,
 ) {
-    let (exec, population, schedule, sem, tx, sent, stop) = (
+    let (exec, population, schedule, sem, tx, sent, stop, inflight) = (
         exec.clone(),
         population.clone(),
         schedule.clone(),
@@ -339,6 +428,7 @@ async fn pace_open<E: Executor>(
         tx.clone(),
         sent.clone(),
         stop.clone(),
+        inflight.clone(),
     );
     let handle = tokio::runtime::Handle::current();
     let pacer = tokio::task::spawn_blocking(move || {
@@ -375,15 +465,18 @@ async fn pace_open<E: Executor>(
             sent.fetch_add(1, Ordering::Relaxed);
             let (exec, tx, device) = (exec.clone(), tx.clone(), population.device(k));
             let intended = Instant::from_std(intended_std);
+            let job = Job {
+                index: k,
+                device,
+                intended,
+            };
+            inflight.start(job, Instant::now());
+            let inflight = inflight.clone();
             handle.spawn(async move {
-                let sample = exec
-                    .execute(Job {
-                        index: k,
-                        device,
-                        intended,
-                    })
-                    .await;
-                let _ = tx.send(sample);
+                let sample = exec.execute(job).await;
+                if inflight.finish(k) {
+                    let _ = tx.send(sample);
+                }
                 drop(permit);
             });
             k += 1;

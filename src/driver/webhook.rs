@@ -144,6 +144,12 @@ fn device_context<'a>(class: &'a Class, registration_id: &'a str) -> DeviceConte
 }
 
 impl Executor for WebhookExecutor {
+    fn abandoned(&self, job: &Job, sent: Instant, done: Instant) -> Sample {
+        let plan = &self.classes[job.device.class as usize];
+        let id = plan.class.template.render(job.device.n);
+        super::abandoned_sample(job, id, &plan.class.expect, sent, done)
+    }
+
     async fn execute(&self, job: Job) -> Sample {
         let plan = &self.classes[job.device.class as usize];
         let id = plan.class.template.render(job.device.n);

@@ -268,7 +268,7 @@ pub(crate) fn merge(
         abandoned += u(&r["abandoned"]);
         m.completed += u(&r["completed"]);
         m.failed += u(&r["failed"]);
-        m.timed_out += u(&r["timed_out"]).saturating_sub(u(&r["abandoned"]));
+        m.timed_out += u(&r["timed_out"]);
         m.attempts += u(&r["attempts"]);
         interrupted |= v["interrupted"].as_bool().unwrap_or(false);
         if aborted.is_none() {

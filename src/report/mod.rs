@@ -300,7 +300,8 @@ impl Summary {
             sent: o.sent,
             completed: m.completed,
             failed: m.failed,
-            timed_out: m.timed_out + o.abandoned,
+            // Abandoned requests are among them (recorded as timed out at the end of the grace).
+            timed_out: m.timed_out,
             not_sent: o.not_sent(),
             attempts: m.attempts,
             abandoned: o.abandoned,

@@ -395,13 +395,13 @@ enum Scope<'a> {
 impl Scope<'_> {
     fn requests(&self) -> u64 {
         match self {
-            Scope::All(r) => r.metrics.samples + r.abandoned,
+            Scope::All(r) => r.metrics.samples,
             Scope::Class(c) => c.requests,
         }
     }
     fn errors(&self) -> u64 {
         match self {
-            Scope::All(r) => r.metrics.failed + r.metrics.timed_out + r.abandoned,
+            Scope::All(r) => r.metrics.failed + r.metrics.timed_out,
             Scope::Class(c) => c.no_answer,
         }
     }

@@ -211,6 +211,12 @@ impl DeviceExecutor {
 }
 
 impl Executor for DeviceExecutor {
+    fn abandoned(&self, job: &Job, sent: Instant, done: Instant) -> Sample {
+        let plan = &self.classes[job.device.class as usize];
+        let id = plan.class.template.render(job.device.n);
+        super::abandoned_sample(job, id, &plan.state_expect, sent, done)
+    }
+
     async fn execute(&self, job: Job) -> Sample {
         let plan = &self.classes[job.device.class as usize];
         let id = plan.class.template.render(job.device.n);

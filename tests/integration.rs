@@ -31,5 +31,7 @@ mod modes;
 mod layers;
 // Servers under slow clients: header-read timeouts, connection limits.
 mod hardening;
+// The scenario loader under thousands of seeded mutations.
+mod scenario_fuzz;
 // Capacity planning: the knee search and report.html.
 mod capacity;

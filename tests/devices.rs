@@ -1,14 +1,13 @@
 //! Device-registration modes end to end through the CLI: every troubleshooting outcome as the
 //! device sees it over each transport, reprovisioning rounds, and the failure classes.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{bin, class, run, scenario, summary, tempdir};
+use crate::util::{bin, class, run, scenario, summary, tempdir, DpsProcess};
 
 /// contoso-faults.toml in a device mode: quick polls, no thresholds (they count webhook retries).
 fn faults_in(dir: &Path, mode: &str) -> PathBuf {
@@ -109,14 +108,10 @@ fn a_second_round_expects_the_reprovision_substatus() {
     assert_eq!(class(&v, "toaster")["passed"], 80);
 }
 
-/// `loadtest dps serve` as a separate process, plain MQTT; returns it, its MQTT `host:port`
-/// (TLS or plain) and its plain-HTTP `host:port` (for `GET /stats`).
-fn emulator(want_tls: bool) -> (Child, String, String, tempfile::TempDir) {
-    let dir = tempdir();
-    let mut child = bin()
-        .args([
-            "dps",
-            "serve",
+/// `loadtest dps serve` as a separate process: MQTT over TLS and plain, plain HTTP (`/stats`).
+fn emulator() -> DpsProcess {
+    DpsProcess::start(
+        &[
             "--mqtt",
             "127.0.0.1:0",
             "--mqtt-plain",
@@ -124,33 +119,9 @@ fn emulator(want_tls: bool) -> (Child, String, String, tempfile::TempDir) {
             "--http-plain",
             "127.0.0.1:0",
             "--no-https",
-            "--tls-dir",
-        ])
-        .arg(dir.path())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut plain, mut tls, mut http) = (None, None, None);
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(a) = line.trim().strip_prefix("MQTT (plain):") {
-            plain = Some(a.trim().to_owned());
-        }
-        if let Some(a) = line.trim().strip_prefix("MQTT (TLS):") {
-            tls = Some(a.trim().to_owned());
-        }
-        if let Some(a) = line.trim().strip_prefix("HTTP (plain):") {
-            http = Some(a.trim().trim_start_matches("http://").to_owned());
-        }
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    let which = if want_tls { tls } else { plain };
-    (child, which.unwrap(), http.unwrap(), dir)
+        ],
+        false,
+    )
 }
 
 /// The emulator's `GET /stats` counters.
@@ -210,7 +181,11 @@ fn has_error(v: &Value, source: &str, text: &str) -> bool {
 
 #[test]
 fn the_emulator_dying_halfway_is_counted_as_connection_errors() {
-    let (mut emu, addr, http, _d) = emulator(false);
+    let mut emu = emulator();
+    let (addr, http) = (
+        emu.mqtt_plain.clone().unwrap(),
+        emu.http_plain.clone().unwrap(),
+    );
     let dir = tempdir();
     let file = device_scenario(
         dir.path(),
@@ -240,8 +215,7 @@ fn the_emulator_dying_halfway_is_counted_as_connection_errors() {
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    let _ = emu.kill();
-    let _ = emu.wait();
+    emu.kill();
     let status = driver.wait().unwrap();
     assert_eq!(status.code(), Some(1));
     let v = summary(&out);
@@ -255,7 +229,8 @@ fn the_emulator_dying_halfway_is_counted_as_connection_errors() {
 #[test]
 fn tls_refusal_and_silence_are_classified_never_hung() {
     // An unknown CA: the emulator's TLS port trusted through the system roots.
-    let (mut emu, tls_addr, _, _d) = emulator(true);
+    let mut emu = emulator();
+    let tls_addr = emu.mqtt_tls.clone().unwrap();
     let dir = tempdir();
     let file = device_scenario(
         dir.path(),
@@ -277,9 +252,9 @@ fn tls_refusal_and_silence_are_classified_never_hung() {
         errors(&summary(&out))
     );
     // CONNACK refused: the wrong ID scope.
-    let _ = emu.kill();
-    let _ = emu.wait();
-    let (mut emu, addr, _, _d2) = emulator(false);
+    emu.kill();
+    let mut emu = emulator();
+    let addr = emu.mqtt_plain.clone().unwrap();
     let file = device_scenario(
         dir.path(),
         &format!("endpoint = \"{addr}\"\ntls = \"plain\"\nid_scope = \"0ne99999999\"\nverify_twins = false"),
@@ -301,8 +276,7 @@ fn tls_refusal_and_silence_are_classified_never_hung() {
         "{}",
         r.stdout
     );
-    let _ = emu.kill();
-    let _ = emu.wait();
+    emu.kill();
     // A server that accepts and never answers: the per-device timeout classifies it.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_addr = silent.local_addr().unwrap();
@@ -439,33 +413,8 @@ fn unauthorised_malformed_and_stray_answers_are_classified() {
 fn a_host_name_mismatch_is_a_tls_failure() {
     // The emulator listens on 127.0.0.2, which its certificate does not name.
     let dir = tempdir();
-    let mut emu = bin()
-        .args([
-            "dps",
-            "serve",
-            "--mqtt",
-            "127.0.0.2:0",
-            "--no-https",
-            "--tls-dir",
-        ])
-        .arg(dir.path().join("tls"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(emu.stdout.take().unwrap()).lines();
-    let mut addr = None;
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(a) = line.trim().strip_prefix("MQTT (TLS):") {
-            addr = Some(a.trim().to_owned());
-        }
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    let ca = dir.path().join("tls/ca.pem");
+    let mut emu = DpsProcess::start(&["--mqtt", "127.0.0.2:0", "--no-https"], false);
+    let (addr, ca) = (emu.mqtt_tls.clone(), emu.ca());
     let file = device_scenario(
         dir.path(),
         &format!(
@@ -483,8 +432,7 @@ fn a_host_name_mismatch_is_a_tls_failure() {
         "--out",
         out.to_str().unwrap(),
     ]);
-    let _ = emu.kill();
-    let _ = emu.wait();
+    emu.kill();
     assert_eq!(r.code, 2, "{}", r.stderr);
     let v = summary(&out);
     assert!(has_error(&v, "tls", "not valid for name"), "{}", errors(&v));

@@ -2,12 +2,11 @@
 //! attached to `webhook serve` and to `dps serve`'s HTTP listener; valid requests are still
 //! answered, and the server closes the slow connections once their header-read time is up.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::util::{bin, run, scenario, summary, tempdir, Webhook};
+use crate::util::{run, scenario, summary, tempdir, DpsProcess, Webhook};
 
 /// `n` connections, each with the start of a request and no end of headers.
 fn slow_clients(addr: &str, n: usize) -> Vec<TcpStream> {
@@ -72,15 +71,10 @@ fn the_reference_webhook_serves_while_500_slow_clients_hang() {
     all_closed(slow, Duration::from_secs(120));
 }
 
-/// `dps serve` as its own process: (process, plain HTTP `host:port`, plain MQTT `host:port`,
-/// the file its stderr goes to, its directory).
-fn emulator() -> (Child, String, String, std::path::PathBuf, tempfile::TempDir) {
-    let dir = tempdir();
-    let log = dir.path().join("stderr.log");
-    let mut child = bin()
-        .args([
-            "dps",
-            "serve",
+/// `dps serve` as its own process, plain HTTP and MQTT, a 2 s header timeout, stderr captured.
+fn emulator() -> DpsProcess {
+    DpsProcess::start(
+        &[
             "--mqtt",
             "127.0.0.1:0",
             "--mqtt-plain",
@@ -90,29 +84,9 @@ fn emulator() -> (Child, String, String, std::path::PathBuf, tempfile::TempDir) 
             "127.0.0.1:0",
             "--header-timeout",
             "2s",
-            "--tls-dir",
-        ])
-        .arg(dir.path().join("tls"))
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (mut http, mut mqtt) = (None, None);
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        if let Some(a) = line.trim().strip_prefix("HTTP (plain):") {
-            http = Some(a.trim().trim_start_matches("http://").to_owned());
-        }
-        if let Some(a) = line.trim().strip_prefix("MQTT (plain):") {
-            mqtt = Some(a.trim().to_owned());
-        }
-        if line.starts_with("Ctrl-C") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    (child, http.unwrap(), mqtt.unwrap(), log, dir)
+        ],
+        true,
+    )
 }
 
 /// One raw HTTP/1.1 exchange: the status line and the body.
@@ -128,7 +102,8 @@ fn http(addr: &str, request: &str) -> (String, String) {
 
 #[test]
 fn the_emulator_serves_while_500_slow_clients_hang() {
-    let (mut emu, addr, _, _, _dir) = emulator();
+    let mut emu = emulator();
+    let addr = emu.http_plain.clone().unwrap();
     let slow = slow_clients(&addr, 500);
     // A valid request still gets its answer.
     let (status, body) = http(
@@ -138,15 +113,15 @@ fn the_emulator_serves_while_500_slow_clients_hang() {
     assert!(status.starts_with("HTTP/1.1 200"), "{status}");
     assert!(body.contains("\"registrations\""), "{body}");
     all_closed(slow, Duration::from_secs(120));
-    let _ = emu.kill();
-    let _ = emu.wait();
+    emu.kill();
 }
 
 /// DPS accepts registration IDs of 1 to 128 letters, digits and `-._:`; anything else is refused
 /// with 400 and DPS error JSON, and what the network sent never reaches the log unescaped.
 #[test]
 fn the_emulator_refuses_ids_dps_refuses_and_logs_them_escaped() {
-    let (mut emu, addr, _, log, _dir) = emulator();
+    let mut emu = emulator();
+    let (addr, log) = (emu.http_plain.clone().unwrap(), emu.stderr.clone().unwrap());
     let long = "a".repeat(129);
     for id in [
         "a%2Fb",
@@ -177,8 +152,7 @@ fn the_emulator_refuses_ids_dps_refuses_and_logs_them_escaped() {
         "PUT /0ne00000A0A/registrations/ok-1/register HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     );
     assert!(status.starts_with("HTTP/1.1 401"), "{status}");
-    let _ = emu.kill();
-    let _ = emu.wait();
+    emu.kill();
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
         !text
@@ -193,7 +167,8 @@ fn the_emulator_refuses_ids_dps_refuses_and_logs_them_escaped() {
 /// 3.1.1 layout; a 3.1.1 CONNECT with a bad password still gets CONNACK 5.
 #[test]
 fn the_emulator_answers_other_mqtt_versions_with_connack_1() {
-    let (mut emu, _, mqtt, _, _dir) = emulator();
+    let mut emu = emulator();
+    let mqtt = emu.mqtt_plain.clone().unwrap();
     let connack = |packet: &[u8]| -> Vec<u8> {
         let mut s = TcpStream::connect(&mqtt).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -222,6 +197,5 @@ fn the_emulator_answers_other_mqtt_versions_with_connack_1() {
     v4.extend_from_slice(&[0, 1, b'x']);
     v4[1] = (v4.len() - 2) as u8;
     assert_eq!(connack(&v4), [0x20, 2, 0, 5]);
-    let _ = emu.kill();
-    let _ = emu.wait();
+    emu.kill();
 }

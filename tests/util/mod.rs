@@ -142,3 +142,81 @@ pub fn class<'a>(v: &'a Value, name: &str) -> &'a Value {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().unwrap()
 }
+
+/// `loadtest dps serve` in its own process, with the listeners `args` asks for; the addresses it
+/// prints are read back. Killed on drop.
+pub struct DpsProcess {
+    child: Child,
+    /// `MQTT (TLS):` host:port.
+    pub mqtt_tls: Option<String>,
+    /// `MQTT (plain):` host:port.
+    pub mqtt_plain: Option<String>,
+    /// `HTTP (plain):` host:port.
+    pub http_plain: Option<String>,
+    /// Its standard error, when captured.
+    pub stderr: Option<PathBuf>,
+    _dir: tempfile::TempDir,
+}
+
+impl DpsProcess {
+    /// Starts it with certificates in a fresh directory; `capture` sends stderr to a file.
+    pub fn start(args: &[&str], capture: bool) -> Self {
+        let dir = tempdir();
+        let stderr = capture.then(|| dir.path().join("stderr.log"));
+        let mut child = bin()
+            .args(["dps", "serve"])
+            .args(args)
+            .arg("--tls-dir")
+            .arg(dir.path().join("tls"))
+            .stdout(Stdio::piped())
+            .stderr(match &stderr {
+                Some(p) => Stdio::from(std::fs::File::create(p).unwrap()),
+                None => Stdio::null(),
+            })
+            .spawn()
+            .expect("dps serve starts");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let (mut mqtt_tls, mut mqtt_plain, mut http_plain) = (None, None, None);
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let field = |prefix: &str| {
+                line.trim()
+                    .strip_prefix(prefix)
+                    .map(|a| a.trim().trim_start_matches("http://").to_owned())
+            };
+            mqtt_tls = mqtt_tls.or(field("MQTT (TLS):"));
+            mqtt_plain = mqtt_plain.or(field("MQTT (plain):"));
+            http_plain = http_plain.or(field("HTTP (plain):"));
+            if line.starts_with("Ctrl-C") {
+                break;
+            }
+        }
+        // Keep draining stdout so the emulator never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Self {
+            child,
+            mqtt_tls,
+            mqtt_plain,
+            http_plain,
+            stderr,
+            _dir: dir,
+        }
+    }
+
+    /// The CA file it generated.
+    pub fn ca(&self) -> PathBuf {
+        self._dir.path().join("tls/ca.pem")
+    }
+
+    /// Ends it (and waits).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DpsProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -51,7 +51,7 @@ pub(super) struct DpsServeArgs {
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
     #[command(flatten)]
-    limits: super::LimitArgs,
+    limits: super::options::LimitArgs,
 }
 
 /// The built-in emulator configuration: the Contoso scenario.

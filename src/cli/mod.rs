@@ -2,7 +2,7 @@
 //! maps results to exit codes. Errors are reported here with context (`anyhow`); the library
 //! modules return typed errors.
 
-use std::io::{IsTerminal as _, Write as _};
+use std::io::Write as _;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -21,6 +21,7 @@ macro_rules! say {
 }
 
 mod dps;
+mod options;
 
 use crate::conformance::{self, snapshot::Comparison};
 use crate::device::keys::GroupKey;
@@ -32,6 +33,7 @@ use crate::threshold::Selection;
 use crate::webhook::policy::Policy;
 use crate::webhook::server;
 use dps::{dps_serve, DpsServeArgs};
+use options::{parse_policy, parse_selection, parse_shard, Color, LimitArgs};
 
 /// Exit code: every expectation met.
 pub const EXIT_PASS: u8 = 0;
@@ -62,29 +64,6 @@ pub struct Cli {
     /// Colour in the snapshot diff: auto (on a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, global = true, value_enum, default_value_t = Color::Auto)]
     color: Color,
-}
-
-/// `--color`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Color {
-    Auto,
-    Always,
-    Never,
-}
-
-impl Color {
-    /// Whether to colour what goes to standard error.
-    fn on_stderr(self) -> bool {
-        match self {
-            Color::Always => true,
-            Color::Never => false,
-            // https://no-color.org: any non-empty NO_COLOR turns colour off.
-            Color::Auto => {
-                std::io::stderr().is_terminal()
-                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-            }
-        }
-    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -271,27 +250,6 @@ enum KeysCommand {
     },
 }
 
-/// Connection limits of a server (`dps serve`, `webhook serve`).
-#[derive(Debug, Args)]
-struct LimitArgs {
-    /// Connections served at once; beyond that new ones wait (a line on stderr says so).
-    #[arg(long, default_value_t = 10_000)]
-    max_connections: usize,
-    /// Time an HTTP client has to send a request's headers (and an idle kept-alive connection
-    /// stays open), e.g. 10s.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-    header_timeout: Duration,
-}
-
-impl LimitArgs {
-    fn limits(&self) -> crate::emulator::serve::Limits {
-        crate::emulator::serve::Limits {
-            max_connections: self.max_connections,
-            header_read_timeout: self.header_timeout,
-        }
-    }
-}
-
 #[derive(Debug, Subcommand)]
 enum WebhookCommand {
     /// Serve the reference webhook until Ctrl-C.
@@ -308,37 +266,6 @@ enum WebhookCommand {
         #[command(flatten)]
         limits: LimitArgs,
     },
-}
-
-fn parse_shard(s: &str) -> Result<(u32, u32), String> {
-    let bad = || format!("`{s}` is not I/N with 0 <= I < N, e.g. 0/3");
-    let (i, n) = s.split_once('/').ok_or_else(bad)?;
-    let (i, n): (u32, u32) = (
-        i.trim().parse().map_err(|_| bad())?,
-        n.trim().parse().map_err(|_| bad())?,
-    );
-    if n == 0 || i >= n {
-        return Err(bad());
-    }
-    Ok((i, n))
-}
-
-fn parse_selection(s: &str) -> Result<Selection, String> {
-    Selection::parse(s).ok_or_else(|| {
-        format!(
-            "unknown threshold selection `{s}`; choose from: {}",
-            Selection::NAMES.join(", ")
-        )
-    })
-}
-
-fn parse_policy(s: &str) -> Result<Policy, String> {
-    Policy::parse(s).ok_or_else(|| {
-        format!(
-            "unknown policy `{s}`; choose from: {}",
-            Policy::NAMES.join(", ")
-        )
-    })
 }
 
 /// Entry point of the binary.

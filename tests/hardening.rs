@@ -1,11 +1,13 @@
 //! Servers that cannot be held hostage: 500 clients that send half a request and then nothing are
 //! attached to `webhook serve` and to `dps serve`'s HTTP listener; valid requests are still
-//! answered, and the server closes the slow connections once their header-read time is up.
+//! answered, and the server closes the slow connections once their header-read time is up; an
+//! MQTT client with keep-alive 0 and a half-sent packet is dropped too.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use crate::util::dps::{connect_packet, device_key, register_device, scenario_file, token};
 use crate::util::{run, scenario, summary, tempdir, DpsProcess, Webhook};
 
 /// `n` connections, each with the start of a request and no end of headers.
@@ -198,4 +200,39 @@ fn the_emulator_answers_other_mqtt_versions_with_connack_1() {
     v4[1] = (v4.len() - 2) as u8;
     assert_eq!(connack(&v4), [0x20, 2, 0, 5]);
     emu.kill();
+}
+
+/// Keep-alive 0 is no licence to hang: a half-sent packet on such a connection is dropped after
+/// 30 × the connect timeout (here 1 s × 30 = 30 s), and the server serves others meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_zero_and_a_half_sent_packet_is_not_held_forever() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = loadtest::emulator::serve::Options::loopback(dir.path().join("tls"));
+    opts.connect_timeout = Duration::from_secs(1);
+    let r = loadtest::emulator::serve::start(&scenario_file("contoso.toml"), &opts)
+        .await
+        .unwrap();
+    let id = "breakroom7-contoso-tstrsd-007";
+    let t = token(id, &device_key(id), loadtest::sas::SrEncoding::Upper, None);
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut sock = tokio::net::TcpStream::connect(r.addrs.mqtt_plain.unwrap())
+        .await
+        .unwrap();
+    let mut out = bytes::BytesMut::new();
+    connect_packet(id, &t, true, 0)
+        .write(&mut out, usize::MAX)
+        .unwrap();
+    sock.write_all(&out).await.unwrap();
+    let mut connack = [0u8; 4];
+    sock.read_exact(&mut connack).await.unwrap();
+    assert_eq!(connack, [0x20, 2, 0, 0], "CONNACK 0");
+    // The first bytes of a PUBLISH, and then nothing.
+    sock.write_all(&[0x30, 0x40, 0x00]).await.unwrap();
+    let op = register_device(&r, "breakroom8-contoso-tstrsd-007", b"").await;
+    assert_eq!(op.status, "assigned");
+    // Closed by the server (EOF or reset), well before this bound against a hang.
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(120), sock.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "the server closes the connection");
+    r.stop().await;
 }

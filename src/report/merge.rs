@@ -374,7 +374,6 @@ pub(crate) fn merge(
     });
     let view = RunView {
         metrics: &outcome.metrics,
-        abandoned: outcome.abandoned,
         not_sent: outcome.not_sent(),
         elapsed_s: elapsed,
     };

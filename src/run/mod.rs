@@ -168,7 +168,6 @@ pub(crate) async fn run(
     summary.shard = s.shard.map(|(i, n)| format!("{i}/{n}"));
     let view = RunView {
         metrics: &outcome.metrics,
-        abandoned: outcome.abandoned,
         not_sent: outcome.not_sent(),
         elapsed_s: outcome.elapsed.as_secs_f64(),
     };
@@ -231,7 +230,6 @@ fn abort_watch(s: &Scenario, selection: Selection) -> Option<Watch> {
     Some(Watch(Arc::new(move |m, remaining| {
         let view = RunView {
             metrics: m,
-            abandoned: 0,
             not_sent: 0,
             elapsed_s: m.start().elapsed().as_secs_f64(),
         };

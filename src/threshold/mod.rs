@@ -379,8 +379,6 @@ fn reduce(h: &Histogram<u64>, agg: Agg) -> Option<f64> {
 pub struct RunView<'a> {
     /// Everything recorded.
     pub metrics: &'a Metrics,
-    /// Sent but never finished (counted as errors overall).
-    pub abandoned: u64,
     /// Scheduled but never sent.
     pub not_sent: u64,
     /// Measured seconds.
@@ -479,7 +477,6 @@ mod tests {
     fn view(m: &Metrics) -> RunView<'_> {
         RunView {
             metrics: m,
-            abandoned: 0,
             not_sent: 3,
             elapsed_s: 2.0,
         }

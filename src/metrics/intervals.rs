@@ -19,7 +19,8 @@ use super::{Histos, HIGHEST_US};
 pub struct IntervalLog {
     second: u64,
     current: Histos,
-    classes: Vec<Histogram<u64>>,
+    /// Per class, allocated at the class's first completion.
+    classes: Vec<Option<Histogram<u64>>>,
     class_tags: Vec<String>,
     /// Device modes: connect, first response, DPS time (µs), tagged `phase.<name>`.
     phases: Option<[Histogram<u64>; 3]>,
@@ -31,11 +32,10 @@ pub struct IntervalLog {
 impl IntervalLog {
     /// A log for these classes (their names become tags; characters a tag may not hold become `_`).
     pub fn new(class_names: &[String]) -> Self {
-        let h = || Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("valid histogram bounds");
         Self {
             second: 0,
             current: Histos::new(),
-            classes: class_names.iter().map(|_| h()).collect(),
+            classes: class_names.iter().map(|_| None).collect(),
             class_tags: class_names
                 .iter()
                 .map(|n| {
@@ -86,8 +86,11 @@ impl IntervalLog {
         self.current.latency.saturating_record(latency);
         self.current.service.saturating_record(service);
         self.current.lag.saturating_record(lag);
-        if let Some(h) = self.classes.get_mut(class) {
-            h.saturating_record(latency);
+        if let Some(slot) = self.classes.get_mut(class) {
+            slot.get_or_insert_with(|| {
+                Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("valid histogram bounds")
+            })
+            .saturating_record(latency);
         }
     }
 
@@ -120,7 +123,9 @@ impl IntervalLog {
         put(&self.current.service, "service");
         put(&self.current.lag, "lag");
         for (h, tag) in self.classes.iter().zip(&self.class_tags) {
-            put(h, tag);
+            if let Some(h) = h {
+                put(h, tag);
+            }
         }
         if let Some(p) = &self.phases {
             for (h, tag) in p
@@ -136,10 +141,17 @@ impl IntervalLog {
         for h in self
             .classes
             .iter_mut()
+            .flatten()
             .chain(self.phases.iter_mut().flatten())
         {
             h.reset();
         }
+    }
+
+    /// How many classes have a histogram allocated (those that completed a request).
+    #[cfg(test)]
+    pub(crate) fn class_histograms(&self) -> usize {
+        self.classes.iter().flatten().count()
     }
 
     /// Closes the last second (idempotent).

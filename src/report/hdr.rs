@@ -66,10 +66,11 @@ pub(crate) fn named(m: &Metrics) -> Vec<(String, &Histogram<u64>)> {
         ("service".into(), &m.overall.service),
         ("lag".into(), &m.overall.lag),
     ];
-    for (i, c) in m.classes.iter().enumerate() {
-        v.push((format!("class/{i}/latency"), &c.histos.latency));
-        v.push((format!("class/{i}/service"), &c.histos.service));
-        v.push((format!("class/{i}/lag"), &c.histos.lag));
+    for (i, c) in m.classes.iter().enumerate().filter(|(_, c)| c.has_histos()) {
+        let h = c.histos();
+        v.push((format!("class/{i}/latency"), &h.latency));
+        v.push((format!("class/{i}/service"), &h.service));
+        v.push((format!("class/{i}/lag"), &h.lag));
     }
     if let Some(p) = &m.phases {
         v.push(("phase/connect".into(), &p.connect));

@@ -334,9 +334,12 @@ pub(crate) fn merge(
                 }
             }
             let hist = |name: &str| sh.histograms.get(&format!("class/{i}/{name}"));
-            add(&mut st.histos.latency, hist("latency"));
-            add(&mut st.histos.service, hist("service"));
-            add(&mut st.histos.lag, hist("lag"));
+            if hist("latency").is_some() {
+                let h = st.histos_mut();
+                add(&mut h.latency, hist("latency"));
+                add(&mut h.service, hist("service"));
+                add(&mut h.lag, hist("lag"));
+            }
         }
         add(&mut m.overall.latency, sh.histograms.get("latency"));
         add(&mut m.overall.service, sh.histograms.get("service"));

@@ -571,7 +571,7 @@ fn class_summary(name: &str, devices: u64, st: &ClassStats) -> ClassSummary {
                     .collect(),
             })
             .collect(),
-        latency_us: Stats::of(&st.histos.latency),
+        latency_us: Stats::of(&st.histos().latency),
     }
 }
 

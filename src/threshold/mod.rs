@@ -418,7 +418,7 @@ impl Scope<'_> {
     fn histos(&self) -> &Histos {
         match self {
             Scope::All(r) => &r.metrics.overall,
-            Scope::Class(c) => &c.histos,
+            Scope::Class(c) => c.histos(),
         }
     }
     fn outcomes(&self) -> &std::collections::BTreeMap<OutcomeKey, u64> {

@@ -257,3 +257,134 @@ fn three_shards_merged_equal_one_run() {
         r.stderr
     );
 }
+
+/// Each shard's summary names its run (id, scenario hash, index and count); shards of another
+/// run of the same scenario (another `--run-id`) or of the same file at another rate are refused
+/// as foreign; `--start-at` gives shards one schedule, so a shard that starts late shows it as
+/// schedule lag and the same run id is derived on every machine.
+#[test]
+fn shards_name_their_run_and_share_a_start_time() {
+    let dir = tempdir();
+    let s = scenario("contoso.toml");
+    let s = s.to_str().unwrap();
+    let shard = |i: u32, extra: &[&str]| {
+        let out = dir
+            .path()
+            .join(format!("s{i}-{}", extra.join("_").replace(['/', ':'], "")));
+        let mut args = vec![
+            "run",
+            s,
+            "--count",
+            "40",
+            "--rate",
+            "400",
+            "--no-progress",
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        let label = format!("{i}/2");
+        args.extend(["--shard", &label]);
+        args.extend(extra);
+        let r = run(&args);
+        assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+        out
+    };
+    let (a, b) = (shard(0, &[]), shard(1, &[]));
+    let (va, vb) = (summary(&a), summary(&b));
+    assert_eq!(
+        (va["shard_index"].as_u64(), vb["shard_index"].as_u64()),
+        (Some(0), Some(1))
+    );
+    assert_eq!(va["shard_count"], 2);
+    assert_eq!(
+        va["run_id"], vb["run_id"],
+        "one run id derived on every shard"
+    );
+    assert_eq!(va["scenario_hash"].as_str().unwrap().len(), 64);
+    assert_eq!(va["scenario_hash"], vb["scenario_hash"]);
+
+    let merge = |dirs: &[&std::path::Path], name: &str| {
+        let out = dir.path().join(name);
+        let mut args = vec!["report", "merge"];
+        args.extend(dirs.iter().map(|d| d.to_str().unwrap()));
+        args.extend(["--out", out.to_str().unwrap()]);
+        (run(&args), out)
+    };
+    let (r, m) = merge(&[&a, &b], "m");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let vm = summary(&m);
+    assert_eq!(vm["run_id"], va["run_id"]);
+    assert_eq!(vm["shard_count"], 2);
+    assert!(vm["shard_index"].is_null());
+
+    // Another run of the same scenario, told apart by --run-id: foreign.
+    let other = shard(1, &["--run-id", "nightly-2"]);
+    assert_eq!(summary(&other)["run_id"], "nightly-2");
+    let (r, _) = merge(&[&a, &other], "m2");
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("the run id differs"), "{}", r.stderr);
+    // The same file at another rate is another scenario.
+    let out = dir.path().join("fast");
+    let r = run(&[
+        "run",
+        s,
+        "--count",
+        "40",
+        "--rate",
+        "800",
+        "--no-progress",
+        "--shard",
+        "1/2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let (r, _) = merge(&[&a, &out], "m3");
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("the scenario (its text or overriding flags) differs"),
+        "{}",
+        r.stderr
+    );
+
+    // --start-at 30 s ago: the schedule began then, so every request of this late shard is at
+    // least ~29.9 s behind it (40 requests at 200/s span 0.2 s). Lateness only grows with load.
+    let at = std::time::SystemTime::now() - std::time::Duration::from_secs(30);
+    let at = humantime::format_rfc3339_millis(at).to_string();
+    let late0 = shard(0, &["--start-at", &at]);
+    let late1 = shard(1, &["--start-at", &at]);
+    let (v0, v1) = (summary(&late0), summary(&late1));
+    assert_eq!(v0["started_at"], at.as_str());
+    assert_eq!(v0["run_id"], v1["run_id"]);
+    assert_ne!(
+        v0["run_id"], va["run_id"],
+        "--start-at makes it another run"
+    );
+    let lag_min = v1["schedule_lag_us"]["p50"].as_f64().unwrap();
+    assert!(lag_min >= 29_000_000.0, "lag p50 {lag_min} µs");
+    let (r, m) = merge(&[&late0, &late1], "late");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(summary(&m)["requests"]["scheduled"], 40);
+    // Both shards' interval logs start at the shared time.
+    let t0 = humantime::parse_rfc3339(&at).unwrap();
+    let t0 = t0
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for (start, _, _) in intervals(&m) {
+        assert!(start >= t0 - 0.001, "{start} < {t0}");
+    }
+
+    // A time in the future is waited for; an unparsable one is refused.
+    let soon = std::time::SystemTime::now() + std::time::Duration::from_millis(1500);
+    let soon_s = humantime::format_rfc3339_millis(soon).to_string();
+    let before = std::time::SystemTime::now();
+    let waited = shard(0, &["--start-at", &soon_s]);
+    assert!(std::time::SystemTime::now() >= soon);
+    assert!(before < soon);
+    assert_eq!(summary(&waited)["started_at"], soon_s.as_str());
+    let r = run(&["run", s, "--start-at", "tomorrow", "--count", "1"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("is not an RFC 3339 time"), "{}", r.stderr);
+}

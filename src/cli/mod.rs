@@ -33,7 +33,9 @@ use crate::threshold::Selection;
 use crate::webhook::policy::Policy;
 use crate::webhook::server;
 use dps::{dps_serve, DpsServeArgs};
-use options::{parse_policy, parse_selection, parse_shard, Color, LimitArgs};
+use options::{
+    parse_policy, parse_run_id, parse_selection, parse_shard, parse_start_at, Color, LimitArgs,
+};
 
 /// Exit code: every expectation met.
 pub const EXIT_PASS: u8 = 0;
@@ -192,6 +194,14 @@ struct RunArgs {
     /// the shards' reports with `loadtest report merge`.
     #[arg(long, value_parser = parse_shard)]
     shard: Option<(u32, u32)>,
+    /// Start the schedule at this wall-clock time (RFC 3339, e.g. 2026-12-02T10:00:00Z): shards
+    /// given the same time share one schedule; a shard that starts late shows it as schedule lag.
+    #[arg(long, value_parser = parse_start_at)]
+    start_at: Option<std::time::SystemTime>,
+    /// The run's id in summary.json (`report merge` refuses shards of different runs). Default:
+    /// derived from the scenario, the shard count and --start-at.
+    #[arg(long, value_parser = parse_run_id)]
+    run_id: Option<String>,
     /// Which thresholds to evaluate: all, counts (skip latency, service-time, schedule-lag and
     /// throughput thresholds, whose verdict depends on how busy the machine is), none.
     #[arg(long, value_parser = parse_selection, default_value = "all")]
@@ -362,9 +372,25 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
         out: a.out,
         progress: !a.no_progress,
         thresholds: a.thresholds,
+        run_id: a.run_id,
+        start_at: a.start_at,
     };
     let stop = on_ctrl_c(s.load.grace)?;
     banner("run", &s);
+    if let Some(wait) = a
+        .start_at
+        .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
+    {
+        say!(
+            "waiting {:.1} s for --start-at {} (Ctrl-C ends the wait and writes an empty report)",
+            wait.as_secs_f64(),
+            humantime::format_rfc3339_millis(a.start_at.unwrap_or_else(std::time::SystemTime::now))
+        );
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = stop.requested() => {}
+        }
+    }
     let finished = run::run(&s, &s.load, &o, stop, None).await?;
     conclude(&finished.summary, &finished.dir, a.junit.as_deref())
 }
@@ -380,6 +406,7 @@ async fn check_command(a: CheckArgs, color: Color) -> anyhow::Result<u8> {
         out: a.out,
         progress: !a.no_progress,
         thresholds: a.thresholds,
+        ..Overrides::default()
     };
     let stop = on_ctrl_c(s.load.grace)?;
     banner("check", &s);
@@ -439,6 +466,7 @@ async fn plan_command(a: PlanArgs) -> anyhow::Result<u8> {
         out: a.out,
         progress: false,
         thresholds: a.thresholds,
+        ..Overrides::default()
     };
     let stop = on_ctrl_c(s.load.grace)?;
     banner("plan", &s);

@@ -66,6 +66,33 @@ pub(super) fn parse_shard(s: &str) -> Result<(u32, u32), String> {
     Ok((i, n))
 }
 
+/// `--start-at`: an RFC 3339 time (any offset), at most a day ahead: a schedule that far off is a
+/// typo, not a plan.
+pub(super) fn parse_start_at(s: &str) -> Result<std::time::SystemTime, String> {
+    let t = time::OffsetDateTime::parse(s.trim(), &time::format_description::well_known::Rfc3339)
+        .map_err(|e| {
+        format!("`{s}` is not an RFC 3339 time such as 2026-12-02T10:00:00Z ({e})")
+    })?;
+    let at = std::time::SystemTime::from(t);
+    let day = std::time::Duration::from_secs(86_400);
+    if at > std::time::SystemTime::now() + day {
+        return Err(format!("`{s}` is more than a day ahead"));
+    }
+    Ok(at)
+}
+
+/// `--run-id`: 1 to 64 of `[A-Za-z0-9._-]` (it names the run in reports and file names).
+pub(super) fn parse_run_id(s: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(s.to_owned())
+    } else {
+        Err(format!("`{s}` is not 1 to 64 of A-Z a-z 0-9 . _ -"))
+    }
+}
+
 pub(super) fn parse_selection(s: &str) -> Result<Selection, String> {
     Selection::parse(s).ok_or_else(|| {
         format!(

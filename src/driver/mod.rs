@@ -200,6 +200,8 @@ pub(crate) struct Plan {
     pub watch: Option<Watch>,
     /// Class names: keep a per-second interval log (`latency.hlog`) tagged with them.
     pub interval_log: Option<Vec<String>>,
+    /// The schedule's zero (`--start-at`, possibly in the past); default: now plus a short lead.
+    pub origin: Option<Instant>,
 }
 
 /// An early-stop check: given the metrics so far and the number of requests still to come
@@ -239,6 +241,11 @@ impl Stop {
     /// Current level.
     pub(crate) fn level(&self) -> u8 {
         *self.tx.borrow()
+    }
+
+    /// Resolves once a stop is requested.
+    pub(crate) async fn requested(&self) {
+        self.reached(1).await;
     }
 
     async fn reached(&self, level: u8) {
@@ -283,7 +290,9 @@ pub(crate) async fn run<E: Executor>(
     progress: Progress,
 ) -> Outcome {
     // A short lead so set-up work (spawning, first connections) is not charged to request 0.
-    let start = Instant::now() + Duration::from_millis(5);
+    let start = plan
+        .origin
+        .unwrap_or_else(|| Instant::now() + Duration::from_millis(5));
     let (tx, rx) = mpsc::unbounded_channel::<Sample>();
     let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
     let mut metrics = Metrics::new(classes, start, plan.examples, plan.observe);

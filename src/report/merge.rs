@@ -90,10 +90,8 @@ fn complete(shards: &[Shard], allow_partial: bool) -> Result<Option<(usize, u32)
     let mut of = None;
     let mut seen = std::collections::BTreeSet::new();
     for s in shards {
-        let label = s.summary["shard"].as_str().unwrap_or_default();
-        let parsed = label.split_once('/').and_then(|(i, n)| {
-            Some((i.trim().parse::<u32>().ok()?, n.trim().parse::<u32>().ok()?))
-        });
+        let field = |k: &str| s.summary[k].as_u64().and_then(|v| u32::try_from(v).ok());
+        let parsed = field("shard_index").zip(field("shard_count"));
         let Some((i, n)) = parsed.filter(|(i, n)| i < n) else {
             return Err(MergeError::Mismatch(format!(
                 "{} is not a shard of a sharded run (its shard is {:?}; run with --shard I/N)",
@@ -228,11 +226,18 @@ pub(crate) fn merge(
     let Some(first) = shards.first() else {
         return Err(MergeError::Mismatch("no report directories given".into()));
     };
+    // Foreign shards: another scenario (or the same file with other flags), or another run.
     for s in &shards[1..] {
-        for key in ["scenario", "mode", "seed"] {
+        for (key, what) in [
+            ("scenario", "scenario"),
+            ("scenario_hash", "scenario (its text or overriding flags)"),
+            ("mode", "mode"),
+            ("seed", "seed"),
+            ("run_id", "run id"),
+        ] {
             if s.summary[key] != first.summary[key] {
                 return Err(MergeError::Mismatch(format!(
-                    "{} and {} are not shards of one run: {key} differs ({} vs {})",
+                    "{} and {} are not shards of one run: the {what} differs ({} vs {})",
                     first.dir.display(),
                     s.dir.display(),
                     first.summary[key],
@@ -375,6 +380,11 @@ pub(crate) fn merge(
         None => format!("merged {}", shards.len()),
         Some((have, of)) => format!("merged {have} of {of} (partial)"),
     });
+    let text = |k: &str| first.summary[k].as_str().unwrap_or_default().to_owned();
+    summary.run_id = text("run_id");
+    summary.scenario_hash = text("scenario_hash");
+    summary.shard_index = None;
+    summary.shard_count = partial.map_or(shards.len() as u32, |(_, of)| of);
     let view = RunView {
         metrics: &outcome.metrics,
         not_sent: outcome.not_sent(),

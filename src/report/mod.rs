@@ -22,7 +22,7 @@ use crate::metrics::ClassStats;
 use crate::scenario::Scenario;
 
 /// Version of the `summary.json` layout.
-pub(crate) const SCHEMA_VERSION: u32 = 2;
+pub(crate) const SCHEMA_VERSION: u32 = 3;
 
 /// The run summary.
 #[derive(Debug, Clone, Serialize)]
@@ -43,6 +43,14 @@ pub(crate) struct Summary {
     pub seed: u64,
     /// `i/n` when this run is one shard of a sharded run; `merged n` after `report merge`.
     pub shard: Option<String>,
+    /// The run this report belongs to (every shard of it carries the same id).
+    pub run_id: String,
+    /// SHA-256 of the scenario text and its overriding flags (all but `--shard`).
+    pub scenario_hash: String,
+    /// I of `--shard I/N`; `None` unsharded or merged.
+    pub shard_index: Option<u32>,
+    /// N of `--shard I/N` (1 unsharded; the run's N when merged).
+    pub shard_count: u32,
     /// Start (UTC, RFC 3339).
     pub started_at: String,
     /// Measured seconds.
@@ -319,7 +327,11 @@ impl Summary {
             mode: s.target.mode.name().into(),
             target: s.target_display(),
             seed: s.seed,
-            shard: None,
+            shard: s.shard.map(|(i, n)| format!("{i}/{n}")),
+            run_id: String::new(),
+            scenario_hash: s.hash.clone(),
+            shard_index: s.shard.map(|(i, _)| i),
+            shard_count: s.shard.map_or(1, |(_, n)| n),
             started_at: humantime::format_rfc3339_millis(started_at).to_string(),
             duration_s: round3(secs),
             interrupted: o.interrupted,

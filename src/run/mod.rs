@@ -30,6 +30,30 @@ pub(crate) struct Overrides {
     pub progress: bool,
     /// `--thresholds`: which thresholds are evaluated.
     pub thresholds: Selection,
+    /// `--run-id`: the id every shard of the run carries (default: derived, see [`run_id`]).
+    pub run_id: Option<String>,
+    /// `--start-at`: the wall-clock instant the schedule starts at. Shards given the same one
+    /// share one schedule: a shard that starts late sends its overdue requests at once and shows
+    /// its lateness as schedule lag. (The caller waits for it; a run that begins late keeps it.)
+    pub start_at: Option<SystemTime>,
+}
+
+/// The run id when none is given: the scenario hash, the shard count and `--start-at`, hashed
+/// (12 hex digits). Every shard of one run derives the same id; two runs of one scenario are told
+/// apart by `--start-at` or an explicit `--run-id`.
+pub(crate) fn run_id(s: &Scenario, start_at: Option<SystemTime>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(s.hash.as_bytes());
+    h.update(s.shard.map_or(1, |(_, n)| n).to_le_bytes());
+    if let Some(t) = start_at {
+        let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        h.update(since.as_millis().to_le_bytes());
+    }
+    h.finalize()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A run could not be carried out.
@@ -130,8 +154,19 @@ pub(crate) async fn run(
             abort_watch(s, o.thresholds)
         },
         interval_log: Some(s.classes.iter().map(|c| c.name.clone()).collect()),
+        origin: None,
     };
-    let started = SystemTime::now();
+    let mut plan = plan;
+    let started = match o.start_at {
+        None => SystemTime::now(),
+        Some(at) => {
+            // The schedule's zero is `at`, however late this process is.
+            let late = SystemTime::now().duration_since(at).unwrap_or_default();
+            let now = tokio::time::Instant::now();
+            plan.origin = Some(now.checked_sub(late).unwrap_or(now));
+            at
+        }
+    };
     let progress = Progress::new(total, o.progress);
     let classes = s.classes.len();
     let outcome = match s.target.mode {
@@ -165,7 +200,7 @@ pub(crate) async fn run(
         }
     };
     let mut summary = Summary::build(s, &outcome, started, target_rate);
-    summary.shard = s.shard.map(|(i, n)| format!("{i}/{n}"));
+    summary.run_id = o.run_id.clone().unwrap_or_else(|| run_id(s, o.start_at));
     let view = RunView {
         metrics: &outcome.metrics,
         not_sent: outcome.not_sent(),

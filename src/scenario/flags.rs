@@ -135,6 +135,27 @@ impl Flags {
         }
     }
 
+    /// The flags that change what a run does, as one canonical line (for the scenario's hash;
+    /// `--shard` is left out: every shard of a run has the same identity).
+    pub(crate) fn identity(&self) -> String {
+        let s = &self.search;
+        format!(
+            "url={:?};rate={:?};connections={:?};duration={:?};count={:?};seed={:?};search={:?},{:?},{:?},{:?},{:?};immediate={}",
+            self.url,
+            self.rate,
+            self.connections,
+            self.duration,
+            self.count,
+            self.seed,
+            s.start,
+            s.factor,
+            s.step,
+            s.hold,
+            s.max,
+            self.immediate
+        )
+    }
+
     /// The span `--shard` errors point at.
     pub(crate) fn shard_span() -> std::ops::Range<usize> {
         span("--shard")

@@ -70,6 +70,10 @@ pub struct Scenario {
     /// `--shard I/N` (0-based I): this process runs a disjoint slice of the population; the
     /// load above is already this shard's share.
     pub shard: Option<(u32, u32)>,
+    /// SHA-256 (hex) of the scenario file's text and the flags that override it (all but
+    /// `--shard`): shards of one run carry the same hash, so `report merge` can tell a shard of
+    /// another scenario (or of the same file run at another rate) from one of this run.
+    pub hash: String,
 }
 
 /// `[capacity]`.

@@ -28,7 +28,19 @@ pub(super) fn validate(path: &Path, text: &str, flags: &Flags) -> Result<Scenari
     })?;
     flags.apply(&mut raw);
     let v = Validator { src: &src, flags };
-    v.scenario(raw)
+    let mut s = v.scenario(raw)?;
+    s.hash = hash(text, flags);
+    Ok(s)
+}
+
+/// The scenario's identity: its text and every overriding flag but `--shard`.
+fn hash(text: &str, flags: &Flags) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(text.as_bytes());
+    h.update(b"\0");
+    h.update(flags.identity().as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub(super) struct Validator<'a> {
@@ -162,6 +174,7 @@ impl Validator<'_> {
             emulator,
             capacity,
             shard: self.flags.shard,
+            hash: String::new(),
         })
     }
 

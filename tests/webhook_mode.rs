@@ -170,6 +170,59 @@ fn a_changed_webhook_fails_with_the_differences() {
         "{}",
         r.stdout
     );
+    // Each field's mismatches are summarised as (expected, actual) pairs with counts that add up
+    // to the field's count, and the examples are capped per field and in the text overall.
+    let examples = v["classes"][0]["mismatches"].as_array().unwrap().len();
+    for c in v["classes"].as_array().unwrap() {
+        for m in c["mismatches"].as_array().unwrap() {
+            let pairs: u64 = m["common"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["count"].as_u64().unwrap())
+                .sum();
+            assert_eq!(
+                pairs + m["other"].as_u64().unwrap(),
+                m["count"].as_u64().unwrap(),
+                "{m}"
+            );
+            assert!(m["examples"].as_array().unwrap().len() <= 5, "{m}");
+        }
+    }
+    let status = toaster["mismatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["field"] == "status")
+        .unwrap();
+    assert_eq!(status["common"][0]["expected"], "\"assigned\"", "{status}");
+    assert_eq!(
+        status["common"][0]["count"], status["count"],
+        "one wrong value, counted once"
+    );
+    assert!(examples > 0);
+    let ids = r
+        .stdout
+        .lines()
+        .filter(|l| l.trim_start().starts_with("e.g."))
+        .map(|l| l.split(", ").count())
+        .sum::<usize>();
+    assert!((1..=10).contains(&ids), "{ids} examples\n{}", r.stdout);
+    assert!(
+        r.stdout.contains("more examples in summary.json"),
+        "{}",
+        r.stdout
+    );
+    // The verdict and its cause come before the first mismatch.
+    let verdict = r.stdout.find("FAIL: 288 of 300").unwrap();
+    let first = r.stdout.find("differ in").unwrap();
+    assert!(verdict < first, "{}", r.stdout);
+    // Long values are clipped in the text (a twin can be kilobytes).
+    assert!(
+        r.stdout.lines().all(|l| l.chars().count() < 400),
+        "{}",
+        r.stdout
+    );
 }
 
 /// `latency.hgrm` and `latency.hlog` read back with the hdrhistogram crate give the summary's

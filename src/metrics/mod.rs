@@ -168,13 +168,35 @@ fn us(d: Duration) -> u64 {
     d.as_micros().min(u128::from(HIGHEST_US)) as u64
 }
 
-/// Up to N examples of one field's mismatches.
+/// Up to N examples of one field's mismatches, and how often each (expected, actual) pair was
+/// seen (the first [`MAX_PAIRS`] distinct pairs; the rest are counted together).
 #[derive(Debug, Clone, Default)]
 pub struct FieldStats {
     /// How many requests differed in this field.
     pub count: u64,
     /// (registration ID, expected, actual).
     pub examples: Vec<(String, String, String)>,
+    /// (expected, actual) → requests.
+    pub pairs: BTreeMap<(String, String), u64>,
+    /// Requests whose pair was not among the first [`MAX_PAIRS`] distinct ones.
+    pub other_pairs: u64,
+}
+
+/// Distinct (expected, actual) pairs counted per class and field.
+pub(crate) const MAX_PAIRS: usize = 8;
+
+impl FieldStats {
+    /// Counts `n` requests that showed `actual` where `expected` was expected.
+    pub(crate) fn count_pair(&mut self, expected: &str, actual: &str, n: u64) {
+        let key = (expected.to_owned(), actual.to_owned());
+        if let Some(c) = self.pairs.get_mut(&key) {
+            *c += n;
+        } else if self.pairs.len() < MAX_PAIRS {
+            self.pairs.insert(key, n);
+        } else {
+            self.other_pairs += n;
+        }
+    }
 }
 
 /// Per-class statistics.
@@ -360,6 +382,7 @@ impl Metrics {
                 for f in fields {
                     let st = c.mismatches.entry(f.field).or_default();
                     st.count += 1;
+                    st.count_pair(&f.expected, &f.actual, 1);
                     if st.examples.len() < self.examples {
                         st.examples.push((id.clone(), f.expected, f.actual));
                     }

@@ -317,21 +317,46 @@ pub(crate) fn render(s: &Summary, spectrum: &str, timeline: &str, extra: &str) -
         );
     }
     let _ = writeln!(o, "</table>");
+    // Per class and field: the count, the most frequent (expected, actual) pairs, the examples
+    // folded away, so that many failing classes do not bury the tables below.
     for c in &s.classes {
         for m in &c.mismatches {
-            if let Some(e) = m.examples.first() {
+            let clip = super::text::clip;
+            let _ = writeln!(
+                o,
+                "<details class=fail><summary>{}: {} of {} differ in {}</summary><table><tr><th>requests</th><th>expected</th><th>got</th></tr>",
+                esc(&c.name),
+                m.count,
+                c.requests,
+                esc(&m.field)
+            );
+            for p in &m.common {
                 let _ = writeln!(
                     o,
-                    "<p class=fail>{}: {} of {} differ in {}, e.g. {}: expected {}, got {}</p>",
-                    esc(&c.name),
-                    m.count,
-                    c.requests,
-                    esc(&m.field),
-                    esc(&e.registration_id),
-                    esc(&e.expected),
-                    esc(&e.actual)
+                    "<tr><td class=n>{}</td><td>{}</td><td>{}</td></tr>",
+                    p.count,
+                    esc(&clip(&p.expected)),
+                    esc(&clip(&p.actual))
                 );
             }
+            if m.other > 0 {
+                let _ = writeln!(
+                    o,
+                    "<tr><td class=n>{}</td><td colspan=2>other values</td></tr>",
+                    m.other
+                );
+            }
+            let _ = writeln!(o, "</table><p>e.g.</p><ul>");
+            for e in &m.examples {
+                let _ = writeln!(
+                    o,
+                    "<li>{}: expected {}, got {}</li>",
+                    esc(&e.registration_id),
+                    esc(&clip(&e.expected)),
+                    esc(&clip(&e.actual))
+                );
+            }
+            let _ = writeln!(o, "</ul></details>");
         }
     }
     let _ = writeln!(o, "<h2>Latency</h2>{spectrum}");

@@ -43,13 +43,25 @@ pub(crate) fn render(s: &Summary) -> String {
     }
     for c in &s.classes {
         for m in &c.mismatches {
-            if let Some(e) = m.examples.first() {
-                let _ = writeln!(
+            let clip = super::text::clip;
+            let _ = write!(
+                o,
+                "\n- **{}**: {} of {} differ in `{}`",
+                c.name, m.count, c.requests, m.field
+            );
+            if let Some(p) = m.common.first() {
+                let _ = write!(
                     o,
-                    "\n- **{}**: {} of {} differ in `{}`, e.g. `{}`: expected `{}`, got `{}`",
-                    c.name, m.count, c.requests, m.field, e.registration_id, e.expected, e.actual
+                    "; most often ({}×) expected `{}`, got `{}`",
+                    p.count,
+                    clip(&p.expected),
+                    clip(&p.actual)
                 );
             }
+            if let Some(e) = m.examples.first() {
+                let _ = write!(o, "; e.g. `{}`", clip(&e.registration_id));
+            }
+            let _ = writeln!(o);
         }
     }
     if !s.thresholds.is_empty() {

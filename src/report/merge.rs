@@ -330,6 +330,11 @@ pub(crate) fn merge(
                 };
                 let fs: &mut FieldStats = st.mismatches.entry(field).or_default();
                 fs.count += u(&f["count"]);
+                for p in f["common"].as_array().into_iter().flatten() {
+                    let t = |k: &str| p[k].as_str().unwrap_or_default();
+                    fs.count_pair(t("expected"), t("actual"), u(&p["count"]));
+                }
+                fs.other_pairs += u(&f["other"]);
                 for e in f["examples"].as_array().into_iter().flatten() {
                     if fs.examples.len() < s.report.examples {
                         let t = |k: &str| e[k].as_str().unwrap_or_default().to_owned();

@@ -244,6 +244,21 @@ pub(crate) struct FieldMismatch {
     pub count: u64,
     /// A few examples.
     pub examples: Vec<Example>,
+    /// The most frequent (expected, actual) pairs with their counts, most frequent first.
+    pub common: Vec<Pair>,
+    /// Requests whose pair is not in `common`.
+    pub other: u64,
+}
+
+/// How often one (expected, actual) pair was seen.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Pair {
+    /// Expected (JSON text).
+    pub expected: String,
+    /// Actual (JSON text).
+    pub actual: String,
+    /// Requests.
+    pub count: u64,
 }
 
 /// One mismatch example.
@@ -581,6 +596,20 @@ fn class_summary(name: &str, devices: u64, st: &ClassStats) -> ClassSummary {
                         actual: a.clone(),
                     })
                     .collect(),
+                common: {
+                    let mut v: Vec<Pair> = fs
+                        .pairs
+                        .iter()
+                        .map(|((e, a), n)| Pair {
+                            expected: e.clone(),
+                            actual: a.clone(),
+                            count: *n,
+                        })
+                        .collect();
+                    v.sort_by(|a, b| b.count.cmp(&a.count));
+                    v
+                },
+                other: fs.other_pairs,
             })
             .collect(),
         latency_us: Stats::of(&st.histos().latency),

@@ -6,6 +6,21 @@ use std::fmt::Write as _;
 
 use super::{Stats, Summary};
 
+/// Example lines printed in all (the rest are in summary.json).
+const MAX_EXAMPLES: usize = 10;
+/// (expected, actual) pairs printed per class and field.
+const MAX_PAIRS_SHOWN: usize = 3;
+/// Characters of one value printed.
+const CLIP: usize = 120;
+
+/// At most [`CLIP`] characters of a value (twins can be long), marked when cut.
+pub(super) fn clip(v: &str) -> std::borrow::Cow<'_, str> {
+    match v.char_indices().nth(CLIP) {
+        None => v.into(),
+        Some((at, _)) => format!("{}… ({} chars)", &v[..at], v.chars().count()).into(),
+    }
+}
+
 /// Renders the summary as text.
 pub(crate) fn render(s: &Summary) -> String {
     let mut o = String::new();
@@ -102,6 +117,10 @@ pub(crate) fn render(s: &Summary) -> String {
     for row in &rows {
         let _ = writeln!(o, "{}", line(row));
     }
+    // Per class and field: the count, the most frequent (expected, actual) pairs, then examples;
+    // a run with many failing classes prints at most MAX_EXAMPLES example lines in all.
+    let mut shown = 0;
+    let mut hidden = 0;
     for c in &s.classes {
         for m in &c.mismatches {
             let _ = writeln!(
@@ -109,14 +128,61 @@ pub(crate) fn render(s: &Summary) -> String {
                 "\n  {}: {} of {} differ in {}",
                 c.name, m.count, c.requests, m.field
             );
-            for e in &m.examples {
+            for p in m.common.iter().take(MAX_PAIRS_SHOWN) {
                 let _ = writeln!(
                     o,
-                    "    {}: expected {}, got {}",
-                    e.registration_id, e.expected, e.actual
+                    "    {:>7}x expected {}, got {}",
+                    p.count,
+                    clip(&p.expected),
+                    clip(&p.actual)
                 );
             }
+            let rest: u64 = m
+                .common
+                .iter()
+                .skip(MAX_PAIRS_SHOWN)
+                .map(|p| p.count)
+                .sum::<u64>()
+                + m.other;
+            if rest > 0 {
+                let _ = writeln!(o, "    {rest:>7}x other values");
+            }
+            // Examples whose pair is printed above need only their registration IDs.
+            let listed = |e: &super::Example| {
+                m.common
+                    .iter()
+                    .take(MAX_PAIRS_SHOWN)
+                    .any(|p| p.expected == e.expected && p.actual == e.actual)
+            };
+            let mut ids = Vec::new();
+            for e in &m.examples {
+                if shown == MAX_EXAMPLES {
+                    hidden += 1;
+                    continue;
+                }
+                shown += 1;
+                if listed(e) {
+                    ids.push(clip(&e.registration_id));
+                } else {
+                    let _ = writeln!(
+                        o,
+                        "      e.g. {}: expected {}, got {}",
+                        clip(&e.registration_id),
+                        clip(&e.expected),
+                        clip(&e.actual)
+                    );
+                }
+            }
+            if !ids.is_empty() {
+                let _ = writeln!(o, "      e.g. {}", ids.join(", "));
+            }
         }
+    }
+    if hidden > 0 {
+        let _ = writeln!(
+            o,
+            "\n  ({hidden} more examples in summary.json and report.html)"
+        );
     }
     let _ = writeln!(o);
     let _ = writeln!(o, "latency (from intended start)  {}", stats(&s.latency_us));

@@ -606,7 +606,7 @@ fn class_summary(name: &str, devices: u64, st: &ClassStats) -> ClassSummary {
                             count: *n,
                         })
                         .collect();
-                    v.sort_by(|a, b| b.count.cmp(&a.count));
+                    v.sort_by_key(|p| std::cmp::Reverse(p.count));
                     v
                 },
                 other: fs.other_pairs,

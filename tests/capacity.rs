@@ -97,7 +97,9 @@ fn report_html_is_self_contained_with_its_charts() {
     let html = std::fs::read_to_string(out.join("report.html")).unwrap();
     for needle in [
         "Latency by percentile",
-        "Throughput and latency over time",
+        "Throughput, errors and latency over time",
+        "timeouts/s",
+        "429/s",
         "Expectations and outcomes per class",
         "toaster-reprovision",
         "Thresholds",

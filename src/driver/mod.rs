@@ -64,8 +64,10 @@ pub(crate) struct Ended {
     pub request: Option<Bytes>,
     /// The last answer (status, body), if any (conformance transcripts).
     pub response: Option<(u16, Bytes)>,
-    /// Per-phase timings (device modes).
+    /// Per-phase timings (device modes; their 429s are in `phases.throttled`).
     pub phases: Option<Box<Phases>>,
+    /// Webhook mode: answers that were 429.
+    pub throttled: u32,
 }
 
 impl Ended {
@@ -92,6 +94,7 @@ impl Ended {
             error: self.error,
             hub: self.registration.assigned_hub,
             observed,
+            throttled: self.throttled + self.phases.as_ref().map_or(0, |p| p.throttled),
             phases: self.phases,
         }
     }
@@ -130,6 +133,7 @@ pub(crate) fn abandoned_sample(
         request: None,
         response: None,
         phases: None,
+        throttled: 0,
     }
     .sample(job, sent, done, false)
 }

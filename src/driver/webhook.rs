@@ -160,6 +160,7 @@ impl Executor for WebhookExecutor {
         });
         let sent = Instant::now();
         let mut exchange = None;
+        let mut throttled = 0;
         let (registration, end, error, attempts) = match (&enrollee, offer) {
             // DPS answers `disabled` without calling the webhook, for a disabled group as for a
             // disabled individual enrollment.
@@ -183,6 +184,7 @@ impl Executor for WebhookExecutor {
                 if self.observe {
                     exchange = Some((body, a.last));
                 }
+                throttled = a.throttled;
                 (a.registration, a.end, a.error, a.attempts)
             }
             // Validation guarantees every device has an enrollment; refuse rather than panic.
@@ -206,6 +208,7 @@ impl Executor for WebhookExecutor {
             request,
             response,
             phases: None,
+            throttled,
         }
         .sample(&job, sent, done, self.observe)
     }

@@ -25,8 +25,39 @@ pub struct IntervalLog {
     /// Device modes: connect, first response, DPS time (µs), tagged `phase.<name>`.
     phases: Option<[Histogram<u64>; 3]>,
     lines: Vec<u8>,
-    /// Per second: (second, completions, p50 µs, p99 µs), for the report's time chart.
-    pub timeline: Vec<(u64, u64, u64, u64)>,
+    /// What the current second ended with, besides its histograms.
+    counts: Counts,
+    /// One row per second that completed anything, for the report's time chart.
+    pub timeline: Vec<Second>,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Counts {
+    failed: u64,
+    timed_out: u64,
+    throttled: u64,
+}
+
+/// One second of the run, as the over-time chart draws it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Second {
+    /// Seconds since the start.
+    pub second: u64,
+    /// How much of the second the run covered (below 1 for the last, partial second), so that a
+    /// rate is `count / length_s` and the last point is not drawn as a collapse.
+    pub length_s: f64,
+    /// Requests that ended in this second (answered or not).
+    pub ended: u64,
+    /// Of them, ended by a transport error.
+    pub failed: u64,
+    /// Of them, timed out (abandoned ones included).
+    pub timed_out: u64,
+    /// 429 answers seen by the requests that ended in this second.
+    pub throttled: u64,
+    /// Latency p50 (µs).
+    pub p50_us: u64,
+    /// Latency p99 (µs).
+    pub p99_us: u64,
 }
 
 impl IntervalLog {
@@ -54,6 +85,7 @@ impl IntervalLog {
                 .collect(),
             phases: None,
             lines: Vec::new(),
+            counts: Counts::default(),
             timeline: Vec::new(),
         }
     }
@@ -69,20 +101,27 @@ impl IntervalLog {
         }
     }
 
-    /// Records one completion `since_start` after the run's start.
+    /// Records one request that ended `since_start` after the run's start: its latency, service
+    /// time and lag (µs), how it ended and the 429s it saw.
     pub fn record(
         &mut self,
         since_start: Duration,
         class: usize,
-        latency: u64,
-        service: u64,
-        lag: u64,
+        [latency, service, lag]: [u64; 3],
+        end: crate::outcome::End,
+        throttled: u32,
     ) {
         let second = since_start.as_secs();
         if second > self.second {
-            self.flush();
+            self.flush(1.0);
             self.second = second;
         }
+        match end {
+            crate::outcome::End::Answered => {}
+            crate::outcome::End::Transport => self.counts.failed += 1,
+            crate::outcome::End::TimedOut => self.counts.timed_out += 1,
+        }
+        self.counts.throttled += u64::from(throttled);
         self.current.latency.saturating_record(latency);
         self.current.service.saturating_record(service);
         self.current.lag.saturating_record(lag);
@@ -94,20 +133,25 @@ impl IntervalLog {
         }
     }
 
-    /// Encodes the current second into the log and starts an empty one.
-    fn flush(&mut self) {
+    /// Encodes the current second (`length_s` of it covered) into the log and starts an empty one.
+    fn flush(&mut self, length_s: f64) {
         if self.current.latency.is_empty() {
             return;
         }
         let l = &self.current.latency;
-        self.timeline.push((
-            self.second,
-            l.len(),
-            l.highest_equivalent(l.value_at_quantile(0.5)),
-            l.highest_equivalent(l.value_at_quantile(0.99)),
-        ));
+        let c = std::mem::take(&mut self.counts);
+        self.timeline.push(Second {
+            second: self.second,
+            length_s,
+            ended: l.len(),
+            failed: c.failed,
+            timed_out: c.timed_out,
+            throttled: c.throttled,
+            p50_us: l.highest_equivalent(l.value_at_quantile(0.5)),
+            p99_us: l.highest_equivalent(l.value_at_quantile(0.99)),
+        });
         let start = Duration::from_secs(self.second);
-        let one = Duration::from_secs(1);
+        let one = Duration::from_secs_f64(length_s);
         let mut serializer = V2DeflateSerializer::new();
         let mut writer = IntervalLogWriterBuilder::new()
             .begin_log_with(&mut self.lines, &mut serializer)
@@ -154,14 +198,15 @@ impl IntervalLog {
         self.classes.iter().flatten().count()
     }
 
-    /// Closes the last second (idempotent).
-    pub fn close(&mut self) {
-        self.flush();
+    /// Closes the last second, which the run covered up to `end` since its start (idempotent).
+    pub fn close(&mut self, end: Duration) {
+        let covered = end.as_secs_f64() - self.second as f64;
+        self.flush(covered.clamp(0.001, 1.0));
     }
 
     /// The whole log: header (start time, units, tags) then one line per tagged interval.
     pub fn finish(mut self, start: std::time::SystemTime) -> Vec<u8> {
-        self.flush();
+        self.flush(1.0);
         let secs = start
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -176,5 +221,46 @@ impl IntervalLog {
         .into_bytes();
         out.extend_from_slice(&self.lines);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::outcome::End;
+
+    /// Each second counts how its requests ended and the 429s they saw; the last second knows how
+    /// much of it the run covered, so its rate is not drawn as a collapse to zero.
+    #[test]
+    fn seconds_count_errors_timeouts_and_429s_and_the_last_is_partial() {
+        let mut log = IntervalLog::new(&["a".to_owned()]);
+        let at = |ms: u64| Duration::from_millis(ms);
+        for i in 0..100 {
+            log.record(at(i * 10), 0, [1000, 900, 100], End::Answered, 0);
+        }
+        log.record(at(1100), 0, [5_000_000, 5_000_000, 0], End::TimedOut, 0);
+        log.record(at(1200), 0, [2000, 2000, 0], End::Transport, 0);
+        log.record(at(1300), 0, [3000, 3000, 0], End::Answered, 2);
+        for i in 0..25 {
+            log.record(at(2000 + i * 10), 0, [1000, 900, 100], End::Answered, 0);
+        }
+        log.close(at(2250));
+        let t = &log.timeline;
+        assert_eq!(t.len(), 3);
+        assert_eq!(
+            (t[0].ended, t[0].failed, t[0].timed_out, t[0].throttled),
+            (100, 0, 0, 0)
+        );
+        assert_eq!(
+            (t[1].ended, t[1].failed, t[1].timed_out, t[1].throttled),
+            (3, 1, 1, 2)
+        );
+        assert_eq!(t[0].length_s, 1.0);
+        assert!((t[2].length_s - 0.25).abs() < 1e-9, "{}", t[2].length_s);
+        // 25 in a quarter of a second: the same 100/s as the full seconds before it.
+        assert!((t[2].ended as f64 / t[2].length_s - 100.0).abs() < 1e-6);
+        // Closing again changes nothing.
+        log.close(at(2300));
+        assert_eq!(log.timeline.len(), 3);
     }
 }

@@ -54,6 +54,8 @@ pub struct Sample {
     pub observed: Option<Box<Observation>>,
     /// Per-phase timings (device modes only).
     pub phases: Option<Box<Phases>>,
+    /// 429 answers on the way (webhook or DPS).
+    pub throttled: u32,
 }
 
 /// Per-phase timings of one device registration.
@@ -341,9 +343,13 @@ impl Metrics {
             log.record(
                 s.done.saturating_duration_since(self.start),
                 s.class as usize,
-                us(s.done - s.intended),
-                us(s.done - s.sent),
-                us(s.sent.saturating_duration_since(s.intended)),
+                [
+                    us(s.done - s.intended),
+                    us(s.done - s.sent),
+                    us(s.sent.saturating_duration_since(s.intended)),
+                ],
+                s.end,
+                s.throttled,
             );
             if let Some(p) = &s.phases {
                 log.record_phases(p);
@@ -433,6 +439,7 @@ mod tests {
                 hub: Some("h".into()),
                 observed: None,
                 phases: None,
+                throttled: 0,
             });
         }
         assert_eq!((m.completed, m.timed_out, m.samples), (2, 1, 3));
@@ -471,6 +478,7 @@ mod tests {
                 hub: None,
                 observed: None,
                 phases: None,
+                throttled: 0,
             });
         }
         let with: Vec<usize> = (0..1000).filter(|&i| m.classes[i].has_histos()).collect();

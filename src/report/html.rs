@@ -9,6 +9,8 @@ use std::fmt::Write as _;
 use hdrhistogram::Histogram;
 use plotters::prelude::*;
 
+use crate::metrics::intervals::Second;
+
 use super::Summary;
 use crate::capacity::{self, Estimate};
 
@@ -103,25 +105,51 @@ pub(crate) fn spectrum_svg(series: &[(&str, &Histogram<u64>, RGBColor)]) -> Stri
     svg
 }
 
-/// Throughput and latency per second: `(second, completions, p50 µs, p99 µs)`.
-pub(crate) fn timeline_svg(t: &[(u64, u64, u64, u64)]) -> String {
+/// Per second: answers, transport errors, timeouts and 429s (per second of the time the run
+/// covered, so the last, partial second is not drawn as a collapse) and latency p50/p99. Seconds
+/// in which nothing ended are drawn as zero, not skipped.
+pub(crate) fn timeline_svg(t: &[Second]) -> String {
     let mut svg = String::new();
-    if t.is_empty() {
+    let Some(last) = t.iter().map(|p| p.second).max() else {
         return svg;
+    };
+    let mut rows: Vec<Second> = (0..=last)
+        .map(|second| Second {
+            second,
+            length_s: 1.0,
+            ended: 0,
+            failed: 0,
+            timed_out: 0,
+            throttled: 0,
+            p50_us: 0,
+            p99_us: 0,
+        })
+        .collect();
+    for p in t {
+        rows[p.second as usize] = *p;
     }
-    let x_max = t.iter().map(|p| p.0).max().unwrap_or(0) as f64 + 1.0;
-    let tp_max = t.iter().map(|p| p.1).max().unwrap_or(1) as f64 * 1.15;
-    let lat_max = t.iter().map(|p| p.3).max().unwrap_or(1) as f64 / 1000.0 * 1.15;
+    let per_s = |p: &Second, n: u64| n as f64 / p.length_s.max(0.001);
+    let answered = |p: &Second| p.ended.saturating_sub(p.failed + p.timed_out);
+    let x_max = last as f64 + 1.0;
+    let tp_max = rows
+        .iter()
+        .map(|p| per_s(p, p.ended.max(p.throttled)))
+        .fold(1.0, f64::max)
+        * 1.15;
+    let lat_max = rows.iter().map(|p| p.p99_us).max().unwrap_or(1) as f64 / 1000.0 * 1.15;
     {
         let root = SVGBackend::with_string(&mut svg, (760, 340)).into_drawing_area();
         let _ = root.fill(&WHITE);
         let Ok(chart) = ChartBuilder::on(&root)
-            .caption("Throughput and latency over time", ("sans-serif", 18))
+            .caption(
+                "Throughput, errors and latency over time",
+                ("sans-serif", 18),
+            )
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(60)
             .right_y_label_area_size(60)
-            .build_cartesian_2d(0f64..x_max, 0f64..tp_max.max(1.0))
+            .build_cartesian_2d(0f64..x_max, 0f64..tp_max)
         else {
             return String::new();
         };
@@ -129,23 +157,35 @@ pub(crate) fn timeline_svg(t: &[(u64, u64, u64, u64)]) -> String {
         let _ = chart
             .configure_mesh()
             .x_desc("seconds")
-            .y_desc("answers/s")
+            .y_desc("per second")
             .draw();
         let _ = chart.configure_secondary_axes().y_desc("ms").draw();
-        let blue = RGBColor(31, 119, 180);
-        let orange = RGBColor(255, 127, 14);
-        let red = RGBColor(214, 39, 40);
-        if let Ok(s) = chart.draw_series(LineSeries::new(
-            t.iter().map(|p| (p.0 as f64, p.1 as f64)),
-            blue.stroke_width(2),
-        )) {
-            s.label("answers/s").legend(swatch(blue));
+        // A point sits at the middle of the time its second covered.
+        let x = |p: &Second| p.second as f64 + p.length_s / 2.0;
+        type Count = fn(&Second) -> u64;
+        let counts: [(&str, Count, RGBColor); 4] = [
+            ("answers/s", answered, RGBColor(31, 119, 180)),
+            ("errors/s", |p| p.failed, RGBColor(148, 103, 189)),
+            ("timeouts/s", |p| p.timed_out, RGBColor(140, 86, 75)),
+            ("429/s", |p| p.throttled, RGBColor(127, 127, 127)),
+        ];
+        for (name, pick, c) in counts {
+            let series = rows.iter().map(|p| (x(p), per_s(p, pick(p))));
+            if let Ok(s) = chart.draw_series(LineSeries::new(series, c.stroke_width(2))) {
+                s.label(name).legend(swatch(c));
+            }
         }
-        type Pick = fn(&(u64, u64, u64, u64)) -> u64;
-        let series: [(&str, Pick, RGBColor); 2] =
-            [("p50 ms", |p| p.2, orange), ("p99 ms", |p| p.3, red)];
+        type Pick = fn(&Second) -> u64;
+        let series: [(&str, Pick, RGBColor); 2] = [
+            ("p50 ms", |p| p.p50_us, RGBColor(255, 127, 14)),
+            ("p99 ms", |p| p.p99_us, RGBColor(214, 39, 40)),
+        ];
         for (name, pick, c) in series {
-            let series = t.iter().map(move |p| (p.0 as f64, pick(p) as f64 / 1000.0));
+            // Latency only where something ended: an empty second has none, not zero.
+            let series = rows
+                .iter()
+                .filter(|p| p.ended > 0)
+                .map(move |p| (x(p), pick(p) as f64 / 1000.0));
             if let Ok(s) = chart.draw_secondary_series(LineSeries::new(series, c.stroke_width(2))) {
                 s.label(name).legend(swatch(c));
             }
@@ -428,4 +468,37 @@ pub(crate) fn render(s: &Summary, spectrum: &str, timeline: &str, extra: &str) -
     }
     let _ = writeln!(o, "{extra}</body></html>");
     o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The over-time chart draws answers, errors, timeouts and 429s per second and the latency.
+    #[test]
+    fn the_time_chart_has_every_series() {
+        let second = |second, length_s, ended, failed, timed_out, throttled| Second {
+            second,
+            length_s,
+            ended,
+            failed,
+            timed_out,
+            throttled,
+            p50_us: 1000,
+            p99_us: 5000,
+        };
+        // Second 1 ended nothing (drawn as zero); second 2 is a quarter second.
+        let svg = timeline_svg(&[second(0, 1.0, 100, 3, 2, 7), second(2, 0.25, 25, 0, 0, 0)]);
+        for label in [
+            "answers/s",
+            "errors/s",
+            "timeouts/s",
+            "429/s",
+            "p50 ms",
+            "p99 ms",
+        ] {
+            assert!(svg.contains(label), "{label} missing");
+        }
+        assert!(timeline_svg(&[]).is_empty());
+    }
 }

@@ -535,7 +535,7 @@ pub(crate) fn write_html(
     dir: &Path,
     s: &Summary,
     m: &crate::metrics::Metrics,
-    timeline: &[(u64, u64, u64, u64)],
+    timeline: &[crate::metrics::intervals::Second],
     scenario: &Scenario,
     capacity: Option<String>,
 ) -> std::io::Result<()> {

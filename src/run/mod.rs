@@ -225,12 +225,13 @@ pub(crate) async fn run(
         path: dir.clone(),
         source,
     })?;
+    let elapsed = outcome.elapsed;
     let mut metrics = outcome.metrics;
     let timeline = metrics
         .intervals
         .as_mut()
         .map(|l| {
-            l.close();
+            l.close(elapsed);
             l.timeline.clone()
         })
         .unwrap_or_default();

@@ -469,6 +469,7 @@ mod tests {
                 hub: None,
                 observed: None,
                 phases: None,
+                throttled: 0,
             });
         }
         m

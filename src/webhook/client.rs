@@ -57,6 +57,8 @@ pub(crate) struct Allocation {
     pub attempts: u32,
     /// The last answer (status, body), if one arrived.
     pub last: Option<(u16, Bytes)>,
+    /// Answers that were 429 (throttled), retried or final.
+    pub throttled: u32,
 }
 
 impl WebhookClient {
@@ -106,8 +108,10 @@ impl WebhookClient {
         ctx: &Context<'_>,
     ) -> Allocation {
         let mut retries = 0;
+        let mut throttled = 0;
         loop {
             let (response, end, error) = self.call(body.clone()).await;
+            throttled += u32::from(matches!(response, Some((429, _))));
             let answer = match (&response, end) {
                 (Some((status, body)), _) => Answer::Response {
                     status: *status,
@@ -124,6 +128,7 @@ impl WebhookClient {
                         error,
                         attempts: retries + 1,
                         last: response,
+                        throttled,
                     }
                 }
                 Decision::Retry => {

@@ -315,6 +315,7 @@ impl Executor for DeviceExecutor {
             request: self.observe.then(|| bytes::Bytes::from(body)),
             response,
             phases: Some(Box::new(phases)),
+            throttled: 0,
         }
         .sample(&job, sent, done, self.observe)
     }

@@ -14,6 +14,63 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+/// The accept queue asked for: bursts of thousands of device connections would overflow the
+/// default 1,024 (or a small `somaxconn`) and cost each dropped SYN a 1 s (then 3 s) retransmission,
+/// which the generator would measure as the target's latency.
+pub(crate) const BACKLOG: u32 = 65_535;
+
+/// Binds `addr` (address reuse on) with a [`BACKLOG`]-deep accept queue. The kernel silently caps
+/// the queue at `net.core.somaxconn`; the effective depth is returned so that callers can say so.
+pub(crate) fn bind(addr: std::net::SocketAddr) -> std::io::Result<(TcpListener, u32)> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(BACKLOG)?;
+    Ok((listener, effective_backlog()))
+}
+
+/// The accept-queue depth a [`bind`] gets: [`BACKLOG`] capped by `net.core.somaxconn`.
+pub(crate) fn effective_backlog() -> u32 {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .map_or(BACKLOG, |cap| cap.min(BACKLOG))
+}
+
+/// A warning when `net.core.somaxconn` caps the accept queue below what a connection-per-device
+/// load at `rate` per second needs to ride out a 1 s stall (`None` when it does not).
+pub(crate) fn backlog_warning(rate: f64) -> Option<String> {
+    let have = effective_backlog();
+    (f64::from(have) < rate.min(f64::from(BACKLOG))).then(|| {
+        format!(
+            "the listen queue is capped at {have} by net.core.somaxconn, below the {rate:.0} connections a second of this load opens; \
+             bursts will be dropped by the kernel (seen as connect timeouts). Raise it: sysctl -w net.core.somaxconn={BACKLOG}"
+        )
+    })
+}
+
+/// Raises this process's open-file limit to its hard limit (connection-per-device load holds a
+/// descriptor per device, twice when the emulator runs in the same process) and returns it.
+pub(crate) fn raise_nofile() -> u64 {
+    rlimit::increase_nofile_limit(u64::MAX).unwrap_or_else(|_| {
+        rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+    })
+}
+
+/// A warning when `open` descriptors at once would not fit under the open-file limit `limit`.
+pub(crate) fn nofile_warning(open: u64, limit: u64) -> Option<String> {
+    (open + 64 > limit).then(|| {
+        format!(
+            "up to {open} connections may be open at once but the open-file limit is {limit} (the hard limit); \
+             beyond it connections fail with \"too many open files\". Raise it (ulimit -Hn, or LimitNOFILE= for a service) or lower load.max_in_flight"
+        )
+    })
+}
+
 /// What a listener allows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -437,3 +437,97 @@ fn a_host_name_mismatch_is_a_tls_failure() {
     let v = summary(&out);
     assert!(has_error(&v, "tls", "not valid for name"), "{}", errors(&v));
 }
+
+/// Admission control: an emulator that is busy (here at most one registration being allocated,
+/// each taking 2 s) answers the others 429 with `retry-after`, as DPS does, instead of letting
+/// them time out; the devices back off, retry and are all assigned, and both sides count the 429s.
+/// (Three devices scheduled 10 ms apart would have to arrive 2 s apart to see no 429.)
+#[test]
+fn a_busy_emulator_answers_429_and_devices_retry_until_assigned() {
+    let dir = tempdir();
+    let text = std::fs::read_to_string(scenario("contoso-mqtt.toml")).unwrap();
+    let text = text.split("\n[thresholds]").next().unwrap().replacen(
+        "[emulator]\nretry_after = 1",
+        "[emulator]\nretry_after = 1\nassignment_delay = \"2s\"\nadmission = { in_progress = 1, retry_after = 1 }",
+        1,
+    );
+    assert!(
+        text.contains("admission"),
+        "the scenario has an [emulator] table"
+    );
+    let file = dir.path().join("busy.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = dir.path().join("report");
+    let r = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--count",
+        "3",
+        "--rate",
+        "100",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let v = summary(&out);
+    assert_eq!(v["requests"]["completed"], 3, "{}", v["requests"]);
+    assert_eq!(v["expectations"]["failed"], 0, "{}", v["expectations"]);
+    let throttled = v["phases"]["throttled_429"].as_u64().unwrap();
+    assert!(
+        throttled >= 2,
+        "at least two devices were told to come back: {throttled}"
+    );
+    assert!(v["phases"]["throttled_devices"].as_u64().unwrap() >= 2);
+}
+
+/// `dps serve` counts what admission control shed in `GET /stats`.
+#[test]
+fn admission_refusals_are_counted_in_stats() {
+    let dir = tempdir();
+    let text = std::fs::read_to_string(scenario("contoso-mqtt.toml")).unwrap();
+    let text = text.split("\n[thresholds]").next().unwrap().replacen(
+        "[emulator]\nretry_after = 1",
+        "[emulator]\nretry_after = 1\nassignment_delay = \"2s\"\nadmission = { in_progress = 1 }",
+        1,
+    );
+    let file = dir.path().join("busy.toml");
+    std::fs::write(&file, &text).unwrap();
+    let mut e = DpsProcess::start(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--mqtt",
+            "127.0.0.1:0",
+            "--mqtt-plain",
+            "127.0.0.1:0",
+            "--http-plain",
+            "127.0.0.1:0",
+            "--no-https",
+        ],
+        false,
+    );
+    let http = e.http_plain.clone().unwrap();
+    let target = format!(
+        "endpoint = \"{}\"\ntls = \"plain\"\nverify_twins = false",
+        e.mqtt_plain.clone().unwrap()
+    );
+    let file = device_scenario(dir.path(), &target, 3);
+    let out = dir.path().join("r");
+    // The devices' 2 s timeout is shorter than this emulator's 2 s allocations plus back-off: the
+    // verdict does not matter here, what the emulator counted does.
+    let _ = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let s = stats(&http);
+    e.kill();
+    assert!(s["admission_refused"].as_u64().unwrap() >= 1, "{s}");
+    assert!(
+        s["throttled"].as_u64().unwrap() >= s["admission_refused"].as_u64().unwrap(),
+        "{s}"
+    );
+}

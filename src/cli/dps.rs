@@ -130,6 +130,13 @@ pub(super) async fn dps_serve(a: DpsServeArgs) -> anyhow::Result<u8> {
     for (host, cs) in e.connection_strings() {
         writeln!(out, "  hub {host}: {cs}")?;
     }
+    writeln!(
+        out,
+        "  limits:        accept queue {} (net.core.somaxconn caps {}), open files {}",
+        crate::listen::effective_backlog(),
+        crate::listen::BACKLOG,
+        crate::listen::raise_nofile()
+    )?;
     writeln!(out, "Ctrl-C stops it.")?;
     out.flush()?;
     drop(out);

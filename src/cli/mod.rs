@@ -28,7 +28,7 @@ use crate::device::keys::GroupKey;
 use crate::driver::Stop;
 use crate::report::Summary;
 use crate::run::{self, Overrides};
-use crate::scenario::{Flags, Rate, Scenario, SearchFlags};
+use crate::scenario::{Flags, Mode, Rate, Scenario, SearchFlags};
 use crate::threshold::Selection;
 use crate::webhook::policy::Policy;
 use crate::webhook::server;
@@ -521,6 +521,25 @@ fn banner(command: &str, s: &Scenario) {
         s.target.mode.name(),
         s.target_display()
     );
+    // Connection-per-device load: say when this machine, not the target, will be the limit.
+    if s.target.mode != Mode::Webhook {
+        let embedded = s.target.device.endpoint.is_none();
+        let per_device = if embedded { 2 } else { 1 };
+        let limit = crate::listen::raise_nofile();
+        let open = u64::from(s.load.max_in_flight.max(s.load.connections)) * per_device;
+        let rate = match s.load.rate {
+            Rate::PerSecond(r) => Some(r),
+            Rate::Max => None,
+        };
+        let warnings = [
+            crate::listen::nofile_warning(open, limit),
+            rate.filter(|_| embedded)
+                .and_then(crate::listen::backlog_warning),
+        ];
+        for w in warnings.into_iter().flatten() {
+            eprintln!("warning: {w}");
+        }
+    }
 }
 
 /// Prints the summary, writes JUnit, and maps the verdict to an exit code.
@@ -596,9 +615,7 @@ async fn serve(
         .or(s.as_ref().map(|s| s.policy))
         .unwrap_or(Policy::TutorialCurrent);
     let faults = s.as_ref().map(Scenario::fault_rules).unwrap_or_default();
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
+    let (listener, _) = crate::listen::bind(addr).with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
     println!("reference webhook listening on http://{local} (policy {}, {} fault rules); Ctrl-C stops it", policy.name(), faults.len());
     std::io::stdout().flush()?;

@@ -10,8 +10,10 @@ pub struct Counters {
     pub registrations: AtomicU64,
     /// Poll requests answered.
     pub polls: AtomicU64,
-    /// Requests answered 429.
+    /// Requests answered 429 (quotas and admission control).
     pub throttled: AtomicU64,
+    /// Of them, register requests shed by admission control (the emulator was busy).
+    pub admission_refused: AtomicU64,
     /// Devices refused at authentication.
     pub refused: AtomicU64,
     /// Terminal `assigned`.
@@ -30,6 +32,7 @@ impl Counters {
             "registrations": n(&self.registrations),
             "polls": n(&self.polls),
             "throttled": n(&self.throttled),
+            "admission_refused": n(&self.admission_refused),
             "refused": n(&self.refused),
             "assigned": n(&self.assigned),
             "failed": n(&self.failed),

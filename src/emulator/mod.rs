@@ -141,6 +141,19 @@ pub struct Emulator {
     /// Counters.
     pub counters: Counters,
     log: bool,
+    /// Registrations being allocated now (admission control's `in_progress`).
+    in_progress: AtomicU64,
+    /// Admission control's `registrations_per_second`, when set.
+    admission_rate: Option<governor::DefaultDirectRateLimiter>,
+}
+
+/// Leaves the in-progress count when an allocation task ends, however it ends.
+struct Leave(Arc<Emulator>);
+
+impl Drop for Leave {
+    fn drop(&mut self) {
+        self.0.in_progress.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for Emulator {
@@ -205,6 +218,13 @@ impl Emulator {
             hubs: Mutex::new(hubs),
             counters: Counters::default(),
             log,
+            in_progress: AtomicU64::new(0),
+            admission_rate: s
+                .emulator
+                .admission
+                .registrations_per_second
+                .and_then(std::num::NonZeroU32::new)
+                .map(|r| governor::RateLimiter::direct(governor::Quota::per_second(r))),
         })
     }
 
@@ -300,6 +320,29 @@ impl Emulator {
         })
     }
 
+    /// Admission control: a 429 with `retry-after` when too many registrations are being
+    /// allocated or arrive faster than the configured rate (DPS sheds load this way when busy).
+    fn admit(&self) -> Option<Reply> {
+        let a = &self.opts.admission;
+        let busy = self.in_progress.load(Ordering::Relaxed) >= u64::from(a.in_progress);
+        let why = if busy {
+            "The service is busy: too many registrations in progress; retry after the given time"
+        } else if self
+            .admission_rate
+            .as_ref()
+            .is_some_and(|l| l.check().is_err())
+        {
+            "The service is busy: too many registrations per second; retry after the given time"
+        } else {
+            return None;
+        };
+        self.counters
+            .admission_refused
+            .fetch_add(1, Ordering::Relaxed);
+        self.counters.throttled.fetch_add(1, Ordering::Relaxed);
+        Some(Reply::error(429, THROTTLED, why, Some(a.retry_after)))
+    }
+
     /// A register request: 202 `assigning`, or with `[emulator] immediate` the terminal 200 where
     /// the transport allows it (`terminal_allowed`: MQTT yes; HTTPS no, SDK-C# needs a 202).
     pub async fn register(
@@ -308,6 +351,9 @@ impl Emulator {
         payload: Option<Value>,
         terminal_allowed: bool,
     ) -> Reply {
+        if let Some(busy) = self.admit() {
+            return busy;
+        }
         let op_id = format!("5.{:016x}.{}", rand::random::<u64>(), random_id());
         {
             let mut st = self.state.lock().expect("state lock");
@@ -351,7 +397,14 @@ impl Emulator {
             );
         }
         self.counters.registrations.fetch_add(1, Ordering::Relaxed);
-        let task = tokio::spawn(self.clone().allocate(op_id.clone(), device, payload));
+        self.in_progress.fetch_add(1, Ordering::Relaxed);
+        let leave = Leave(self.clone());
+        let id = op_id.clone();
+        let task = tokio::spawn(async move {
+            let emulator = leave.0.clone();
+            emulator.allocate(id, device, payload).await;
+            drop(leave);
+        });
         if self.opts.immediate {
             let _ = task.await;
             if terminal_allowed {

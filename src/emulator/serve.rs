@@ -149,7 +149,8 @@ pub async fn start(s: &Scenario, opts: &Options) -> Result<Running, ServeError> 
         (opts.http_plain, Proto::Http, false, 3),
     ] {
         let Some(addr) = addr else { continue };
-        let listener = bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+        let (listener, _) =
+            crate::listen::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
         let local = listener
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
@@ -177,19 +178,6 @@ pub async fn start(s: &Scenario, opts: &Options) -> Result<Running, ServeError> 
         tasks,
         webhook,
     })
-}
-
-/// Binds with a deep accept queue: bursts of thousands of device connections would otherwise
-/// overflow the default 1,024 and cost those devices a 1 s SYN retransmission.
-fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()?
-    } else {
-        tokio::net::TcpSocket::new_v6()?
-    };
-    socket.set_reuseaddr(true)?;
-    socket.bind(addr)?;
-    socket.listen(8192)
 }
 
 async fn accept_loop(

@@ -29,6 +29,8 @@ pub struct EmulatorOptions {
     pub hubs: Vec<HubOptions>,
     /// DPS quotas, when emulated.
     pub throttle: Option<Throttle>,
+    /// What the emulator accepts before it answers 429 (overload, as DPS does when busy).
+    pub admission: Admission,
     /// Keep registrations in this file across restarts.
     pub persist: Option<PathBuf>,
     /// After a device registered with one key (primary/secondary), refuse the other.
@@ -47,6 +49,7 @@ impl Default for EmulatorOptions {
             immediate: false,
             hubs: Vec::new(),
             throttle: None,
+            admission: Admission::default(),
             persist: None,
             key_pinning: true,
             sas_skew: Duration::from_secs(300),
@@ -99,6 +102,31 @@ pub struct Throttle {
     pub registrations_per_minute: u32,
     /// Polls per 10 seconds per device (5).
     pub polls_per_10s: u32,
+}
+
+/// Admission control (`[emulator] admission`): beyond these the emulator answers a register with
+/// 429 and `retry-after` (over MQTT on the response topic, over HTTPS as the status), as DPS does
+/// when it is busy, instead of letting connections queue until the kernel drops them. UNCONFIRMED
+/// how DPS picks its ceilings; these are ours, documented in scenarios/README.md.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admission {
+    /// New registrations accepted per second (a token bucket of one second's burst); `None` = no
+    /// rate ceiling.
+    pub registrations_per_second: Option<u32>,
+    /// Registrations being allocated at once (register received, allocation not finished).
+    pub in_progress: u32,
+    /// `retry-after` seconds in the 429.
+    pub retry_after: u32,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Self {
+            registrations_per_second: None,
+            in_progress: 20_000,
+            retry_after: 1,
+        }
+    }
 }
 
 impl Default for Throttle {
@@ -191,6 +219,24 @@ impl Validator<'_> {
                 th.polls_per_10s = *p.get_ref();
             }
             o.throttle = Some(th);
+        }
+        if let Some(a) = &e.admission {
+            let at_least_1 = |v: &Option<toml::Spanned<u32>>, key: &str| match v {
+                Some(x) if *x.get_ref() == 0 => self.err(x.span(), key, "must be at least 1"),
+                Some(x) => Ok(Some(*x.get_ref())),
+                None => Ok(None),
+            };
+            let d = Admission::default();
+            o.admission = Admission {
+                registrations_per_second: at_least_1(
+                    &a.registrations_per_second,
+                    "emulator.admission.registrations_per_second",
+                )?,
+                in_progress: at_least_1(&a.in_progress, "emulator.admission.in_progress")?
+                    .unwrap_or(d.in_progress),
+                retry_after: at_least_1(&a.retry_after, "emulator.admission.retry_after")?
+                    .unwrap_or(d.retry_after),
+            };
         }
         o.hubs = linked.iter().map(|h| HubOptions::new(h)).collect();
         for h in &e.hubs {

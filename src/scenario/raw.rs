@@ -244,6 +244,7 @@ pub(crate) struct Emulator {
     #[serde(default)]
     pub hubs: Vec<EmulatorHub>,
     pub throttle: Option<Throttle>,
+    pub admission: Option<Admission>,
     pub persist: Option<String>,
     pub key_pinning: Option<bool>,
     pub sas_skew: Option<S<String>>,
@@ -263,6 +264,14 @@ pub(crate) struct EmulatorHub {
 pub(crate) struct Throttle {
     pub registrations_per_minute: Option<S<u32>>,
     pub polls_per_10s: Option<S<u32>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Admission {
+    pub registrations_per_second: Option<S<u32>>,
+    pub in_progress: Option<S<u32>>,
+    pub retry_after: Option<S<u32>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -85,7 +85,7 @@ pub(crate) async fn spawn_embedded(
 
 /// Binds `addr` and serves in a background task.
 pub(crate) async fn spawn(addr: SocketAddr, config: Config) -> std::io::Result<Handle> {
-    let listener = TcpListener::bind(addr).await?;
+    let (listener, _) = crate::listen::bind(addr)?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel();
     let task = tokio::spawn(run(listener, config, async move {

@@ -214,7 +214,7 @@ fn a_changed_webhook_fails_with_the_differences() {
         r.stdout
     );
     // The verdict and its cause come before the first mismatch.
-    let verdict = r.stdout.find("FAIL: 288 of 300").unwrap();
+    let verdict = r.stdout.find("FAIL:").expect("a cause line");
     let first = r.stdout.find("differ in").unwrap();
     assert!(verdict < first, "{}", r.stdout);
     // Long values are clipped in the text (a twin can be kilobytes).

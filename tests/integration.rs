@@ -35,3 +35,5 @@ mod hardening;
 mod scenario_fuzz;
 // Capacity planning: the knee search and report.html.
 mod capacity;
+
+mod cli_docs;

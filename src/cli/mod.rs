@@ -20,6 +20,8 @@ macro_rules! say {
     }};
 }
 
+mod banner;
+mod docs;
 mod dps;
 mod options;
 
@@ -28,10 +30,11 @@ use crate::device::keys::GroupKey;
 use crate::driver::Stop;
 use crate::report::Summary;
 use crate::run::{self, Overrides};
-use crate::scenario::{Flags, Mode, Rate, Scenario, SearchFlags};
+use crate::scenario::{Flags, Scenario, SearchFlags};
 use crate::threshold::Selection;
 use crate::webhook::policy::Policy;
 use crate::webhook::server;
+use banner::banner;
 use dps::{dps_serve, DpsServeArgs};
 use options::{
     parse_policy, parse_run_id, parse_selection, parse_shard, parse_start_at, Color, LimitArgs,
@@ -92,6 +95,13 @@ enum Command {
     /// Capacity search: stepped open-loop rates until the SLO (the scenario's thresholds and
     /// expectations) fails; prints the knee, the binding limit and the onboarding time.
     Plan(PlanArgs),
+    /// Shell completions: `loadtest completions bash > /etc/bash_completion.d/loadtest`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// The man page (roff): `loadtest man > loadtest.1 && man ./loadtest.1`.
+    Man,
 }
 
 #[derive(Debug, Args)]
@@ -309,6 +319,8 @@ pub fn main() -> ExitCode {
 async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Run(a) => run_command(a).await,
+        Command::Completions { shell } => docs::completions(shell).map(|()| EXIT_PASS),
+        Command::Man => docs::man().map(|()| EXIT_PASS),
         Command::Check(a) => check_command(a, cli.color).await,
         Command::Keys(KeysCommand::Derive { group_key, ids }) => {
             let g = GroupKey::new(&group_key).context("--group-key")?;
@@ -510,38 +522,6 @@ fn on_ctrl_c(grace: Duration) -> anyhow::Result<Stop> {
 }
 
 /// One line on standard error before the work starts: what is driven at what (secrets masked).
-fn banner(command: &str, s: &Scenario) {
-    let rate = match s.load.rate {
-        Rate::Max => format!("closed loop, {} connections", s.load.connections),
-        Rate::PerSecond(r) => format!("{r}/s"),
-    };
-    eprintln!(
-        "loadtest {command}: scenario {} ({} mode) against {}, {rate}",
-        s.name,
-        s.target.mode.name(),
-        s.target_display()
-    );
-    // Connection-per-device load: say when this machine, not the target, will be the limit.
-    if s.target.mode != Mode::Webhook {
-        let embedded = s.target.device.endpoint.is_none();
-        let per_device = if embedded { 2 } else { 1 };
-        let limit = crate::listen::raise_nofile();
-        let open = u64::from(s.load.max_in_flight.max(s.load.connections)) * per_device;
-        let rate = match s.load.rate {
-            Rate::PerSecond(r) => Some(r),
-            Rate::Max => None,
-        };
-        let warnings = [
-            crate::listen::nofile_warning(open, limit),
-            rate.filter(|_| embedded)
-                .and_then(crate::listen::backlog_warning),
-        ];
-        for w in warnings.into_iter().flatten() {
-            eprintln!("warning: {w}");
-        }
-    }
-}
-
 /// Prints the summary, writes JUnit, and maps the verdict to an exit code.
 fn conclude(summary: &Summary, dir: &Path, junit: Option<&Path>) -> anyhow::Result<u8> {
     say!("{}", crate::report::text::render(summary).trim_end());

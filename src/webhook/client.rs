@@ -87,7 +87,10 @@ impl WebhookClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
+        // One write per request (head and body flattened into one buffer) costs a small copy but
+        // saves the kernel's iovec walk of writev: measured cheaper per request in benches/vs-wrk.sh.
         let client = Client::builder(TokioExecutor::new())
+            .http1_writev(false)
             .pool_max_idle_per_host(pool)
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);

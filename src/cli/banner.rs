@@ -1,0 +1,38 @@
+//! What `run`, `check` and `plan` print before they start: the banner (scenario, mode, target with
+//! secrets masked, rate) and, for connection-per-device load, warnings when this machine rather
+//! than the target will be the limit (open-file limit, listen queue). Prints to stderr; measures
+//! nothing.
+
+use crate::scenario::{Mode, Rate, Scenario};
+
+pub(super) fn banner(command: &str, s: &Scenario) {
+    let rate = match s.load.rate {
+        Rate::Max => format!("closed loop, {} connections", s.load.connections),
+        Rate::PerSecond(r) => format!("{r}/s"),
+    };
+    eprintln!(
+        "loadtest {command}: scenario {} ({} mode) against {}, {rate}",
+        s.name,
+        s.target.mode.name(),
+        s.target_display()
+    );
+    // Connection-per-device load: say when this machine, not the target, will be the limit.
+    if s.target.mode != Mode::Webhook {
+        let embedded = s.target.device.endpoint.is_none();
+        let per_device = if embedded { 2 } else { 1 };
+        let limit = crate::listen::raise_nofile();
+        let open = u64::from(s.load.max_in_flight.max(s.load.connections)) * per_device;
+        let rate = match s.load.rate {
+            Rate::PerSecond(r) => Some(r),
+            Rate::Max => None,
+        };
+        let warnings = [
+            crate::listen::nofile_warning(open, limit),
+            rate.filter(|_| embedded)
+                .and_then(crate::listen::backlog_warning),
+        ];
+        for w in warnings.into_iter().flatten() {
+            eprintln!("warning: {w}");
+        }
+    }
+}

@@ -30,3 +30,69 @@ fn completions_and_man_page_name_every_command() {
         "the exit codes are in the page"
     );
 }
+
+/// `run -` reads the scenario from stdin; `--output json` prints summary.json itself on stdout
+/// (nothing else); `-q` prints only the verdict line.
+#[test]
+fn scenario_from_stdin_json_output_and_quiet() {
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let dir = crate::util::tempdir();
+    let text = std::fs::read_to_string(crate::util::scenario("contoso.toml")).unwrap();
+    let out = dir.path().join("r");
+    let mut child = crate::util::bin()
+        .args([
+            "run",
+            "-",
+            "--count",
+            "20",
+            "--thresholds",
+            "counts",
+            "--output",
+            "json",
+            "--out",
+        ])
+        .arg(&out)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let printed: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("stdout is JSON only");
+    let written = crate::util::summary(&out);
+    assert_eq!(printed, written);
+    assert_eq!(printed["scenario_file"], "-");
+    assert_eq!(printed["requests"]["scheduled"], 20);
+
+    let q = crate::util::run(&[
+        "run",
+        crate::util::scenario("contoso.toml").to_str().unwrap(),
+        "--count",
+        "10",
+        "-q",
+        "--out",
+        dir.path().join("q").to_str().unwrap(),
+    ]);
+    assert_eq!(q.code, 0, "{}", q.stderr);
+    assert_eq!(q.stdout.trim().lines().count(), 1, "{}", q.stdout);
+    assert!(q.stdout.starts_with("verdict: PASS"), "{}", q.stdout);
+    assert!(
+        !q.stderr.contains("loadtest run: scenario"),
+        "no banner: {}",
+        q.stderr
+    );
+}

@@ -16,7 +16,12 @@ pub(super) fn banner(command: &str, s: &Scenario) {
         s.target.mode.name(),
         s.target_display()
     );
-    // Connection-per-device load: say when this machine, not the target, will be the limit.
+    warnings(s);
+}
+
+/// Connection-per-device load: says when this machine, not the target, will be the limit (also
+/// under `--quiet`).
+pub(super) fn warnings(s: &Scenario) {
     if s.target.mode != Mode::Webhook {
         let embedded = s.target.device.endpoint.is_none();
         let per_device = if embedded { 2 } else { 1 };

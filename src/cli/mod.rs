@@ -194,6 +194,12 @@ struct RunArgs {
     /// No live progress line.
     #[arg(long)]
     no_progress: bool,
+    /// Quiet: no banner, no progress, and only the verdict line (or the JSON) on stdout.
+    #[arg(short, long)]
+    quiet: bool,
+    /// What stdout gets at the end: the text summary, or summary.json itself.
+    #[arg(long, value_enum, default_value_t = Output::Text)]
+    output: Output,
     /// Seed of the load order (overrides the scenario's `seed`).
     #[arg(long)]
     seed: Option<u64>,
@@ -382,18 +388,22 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
     let s = Scenario::load_with(&a.scenario, &flags)?;
     let o = Overrides {
         out: a.out,
-        progress: !a.no_progress,
+        progress: !(a.no_progress || a.quiet),
         thresholds: a.thresholds,
         run_id: a.run_id,
         start_at: a.start_at,
     };
     let stop = on_ctrl_c(s.load.grace)?;
-    banner("run", &s);
+    if a.quiet {
+        banner::warnings(&s);
+    } else {
+        banner("run", &s);
+    }
     if let Some(wait) = a
         .start_at
         .and_then(|at| at.duration_since(std::time::SystemTime::now()).ok())
     {
-        say!(
+        eprintln!(
             "waiting {:.1} s for --start-at {} (Ctrl-C ends the wait and writes an empty report)",
             wait.as_secs_f64(),
             humantime::format_rfc3339_millis(a.start_at.unwrap_or_else(std::time::SystemTime::now))
@@ -404,7 +414,13 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
         }
     }
     let finished = run::run(&s, &s.load, &o, stop, None).await?;
-    conclude(&finished.summary, &finished.dir, a.junit.as_deref())
+    conclude_run(
+        &finished.summary,
+        &finished.dir,
+        a.junit.as_deref(),
+        a.output,
+        a.quiet,
+    )
 }
 
 async fn check_command(a: CheckArgs, color: Color) -> anyhow::Result<u8> {
@@ -522,10 +538,48 @@ fn on_ctrl_c(grace: Duration) -> anyhow::Result<Stop> {
 }
 
 /// One line on standard error before the work starts: what is driven at what (secrets masked).
+/// What `run` prints at the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Output {
+    /// The readable summary.
+    Text,
+    /// `summary.json`, as written to the report directory.
+    Json,
+}
+
+/// `run`'s end: the summary as `output` asks (or, quiet, only the verdict line), then
+/// [`conclude_with`]'s JUnit and exit code.
+fn conclude_run(
+    summary: &Summary,
+    dir: &Path,
+    junit: Option<&Path>,
+    output: Output,
+    quiet: bool,
+) -> anyhow::Result<u8> {
+    match output {
+        Output::Json => say!("{}", serde_json::to_string_pretty(summary)?),
+        Output::Text if quiet => {
+            let text = crate::report::text::render(summary);
+            let verdict = text.lines().rev().find(|l| l.starts_with("verdict:"));
+            say!("{}", verdict.unwrap_or("verdict: see summary.json"));
+        }
+        Output::Text => {
+            say!("{}", crate::report::text::render(summary).trim_end());
+            say!("report: {}", dir.join("summary.json").display());
+        }
+    }
+    conclude_with(summary, junit)
+}
+
 /// Prints the summary, writes JUnit, and maps the verdict to an exit code.
 fn conclude(summary: &Summary, dir: &Path, junit: Option<&Path>) -> anyhow::Result<u8> {
     say!("{}", crate::report::text::render(summary).trim_end());
     say!("report: {}", dir.join("summary.json").display());
+    conclude_with(summary, junit)
+}
+
+/// Writes JUnit if asked and maps the verdict to an exit code.
+fn conclude_with(summary: &Summary, junit: Option<&Path>) -> anyhow::Result<u8> {
     if let Some(path) = junit {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent)

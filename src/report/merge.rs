@@ -249,7 +249,15 @@ pub(crate) fn merge(
     let partial = complete(&shards, allow_partial)?;
     let path = match scenario {
         Some(p) => p.to_owned(),
-        None => PathBuf::from(first.summary["scenario_file"].as_str().unwrap_or_default()),
+        None => match first.summary["scenario_file"].as_str().unwrap_or_default() {
+            "-" => {
+                return Err(MergeError::Mismatch(
+                    "the shards read their scenario from standard input: pass --scenario FILE"
+                        .into(),
+                ))
+            }
+            file => PathBuf::from(file),
+        },
     };
     let s = Scenario::load(&path)?;
     let classes = s.classes.len();

@@ -335,10 +335,15 @@ impl Summary {
             tool_version: env!("CARGO_PKG_VERSION").into(),
             scenario: s.name.clone(),
             // Absolute, so that `report merge` finds it from any folder.
-            scenario_file: std::path::absolute(&s.path)
-                .unwrap_or_else(|_| s.path.clone())
-                .display()
-                .to_string(),
+            // ("-": read from standard input; `report merge` then needs --scenario.)
+            scenario_file: if s.path == std::path::Path::new("-") {
+                "-".into()
+            } else {
+                std::path::absolute(&s.path)
+                    .unwrap_or_else(|_| s.path.clone())
+                    .display()
+                    .to_string()
+            },
             mode: s.target.mode.name().into(),
             target: s.target_display(),
             seed: s.seed,

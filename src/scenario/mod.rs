@@ -265,9 +265,15 @@ impl Scenario {
         Self::load_with(path, &Flags::default())
     }
 
-    /// Reads a scenario file, applies the command line's flags to it, and validates the whole.
+    /// Reads a scenario file (`-`: standard input), applies the command line's flags to it, and
+    /// validates the whole.
     pub fn load_with(path: &Path, flags: &Flags) -> Result<Self, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ScenarioError::Io {
+        let text = if path == Path::new("-") {
+            std::io::read_to_string(std::io::stdin())
+        } else {
+            std::fs::read_to_string(path)
+        };
+        let text = text.map_err(|source| ScenarioError::Io {
             path: path.to_owned(),
             source,
         })?;

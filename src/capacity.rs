@@ -177,6 +177,126 @@ pub(crate) fn estimate(fleet: u64, webhook_per_s: f64, limits: &Limits) -> Estim
     }
 }
 
+/// What one IoT Hub tier offers: the most units one hub may have, and the unit price.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub(crate) struct TierOffer {
+    /// The tier.
+    pub tier: HubTier,
+    /// Units one hub may have (S1/S2: 200, S3: 10).
+    pub max_units: u32,
+    /// Price of one unit per month, USD.
+    pub usd_per_unit_month: f64,
+}
+
+/// The tiers a plan chooses from, with caps and list prices. UNCONFIRMED prices: Azure list prices
+/// for the US regions as the project last read them; they change, and regions differ. Override
+/// them with `[capacity] prices` (not yet) or read the cost as a relative figure.
+pub(crate) const TIERS: [TierOffer; 3] = [
+    TierOffer {
+        tier: HubTier::S1,
+        max_units: 200,
+        usd_per_unit_month: 25.0,
+    },
+    TierOffer {
+        tier: HubTier::S2,
+        max_units: 200,
+        usd_per_unit_month: 250.0,
+    },
+    TierOffer {
+        tier: HubTier::S3,
+        max_units: 10,
+        usd_per_unit_month: 2500.0,
+    },
+];
+
+/// Where [`TIERS`] comes from.
+pub(crate) const TIER_SOURCE: &str = "unit caps: IoT Hub scaling, learn.microsoft.com/azure/iot-hub/iot-hub-scaling (S1/S2 up to 200 units per hub, S3 up to 10; read 2026); \
+prices: azure.microsoft.com/pricing/details/iot-hub (S1 $25, S2 $250, S3 $2,500 per unit-month, US list prices, UNCONFIRMED as of 2026-12; regions differ)";
+
+/// One way to onboard a fleet in time: hubs of one tier, the DPS throughput, the webhook
+/// instances, and the monthly hub cost.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct HubOption {
+    /// The tier.
+    pub tier: HubTier,
+    /// Hubs.
+    pub hubs: u32,
+    /// Units per hub (within the tier's cap).
+    pub units_per_hub: u32,
+    /// Monthly hub cost, USD.
+    pub usd_per_month: f64,
+    /// Registrations/s these hubs allow (identity registry and new connections).
+    pub hubs_per_s: f64,
+}
+
+/// How to onboard `fleet` devices within `within`: the registrations/s it takes, the cheapest
+/// hub set-up per tier, and the DPS and webhook side.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Sizing {
+    /// Devices.
+    pub fleet: u64,
+    /// The deadline, seconds.
+    pub within_s: f64,
+    /// Registrations per second needed.
+    pub rate_per_s: f64,
+    /// Per tier, the fewest units that carry the rate (cheapest first).
+    pub options: Vec<HubOption>,
+    /// DPS registrations per minute needed (the default quota is 1,000/min per instance).
+    pub dps_per_minute: f64,
+    /// DPS instances at the default quota (each a separate ID scope baked into devices).
+    pub dps_instances: u32,
+    /// Webhook instances at the measured rate per instance.
+    pub webhook_instances: u32,
+}
+
+/// Sizes hubs, DPS and webhook so that `fleet` devices onboard within `within_s` seconds, given a
+/// webhook that sustains `webhook_per_s` per instance and at least `min_hubs` hubs.
+pub(crate) fn size(fleet: u64, within_s: f64, webhook_per_s: f64, limits: &Limits) -> Sizing {
+    let rate = fleet as f64 / within_s.max(1.0);
+    let min_hubs = limits.hubs.max(1);
+    let mut options: Vec<HubOption> = TIERS
+        .iter()
+        .map(|t| {
+            // Both hub limits must carry the rate: the identity registry and new connections.
+            let carries = |hubs: u32, units: u32| {
+                let h = f64::from(hubs);
+                (t.tier.registry_per_second() * f64::from(units) * h)
+                    .min(t.tier.connections_per_second(units) * h)
+            };
+            let mut hubs = min_hubs;
+            loop {
+                if let Some(units) = (1..=t.max_units).find(|u| carries(hubs, *u) >= rate) {
+                    break HubOption {
+                        tier: t.tier,
+                        hubs,
+                        units_per_hub: units,
+                        usd_per_month: f64::from(hubs * units) * t.usd_per_unit_month,
+                        hubs_per_s: carries(hubs, units),
+                    };
+                }
+                // More hubs: as many as the cap leaves short, at least one more.
+                let per_hub = carries(1, t.max_units).max(1e-9);
+                hubs = hubs.max((rate / per_hub).ceil() as u32).max(hubs + 1);
+            }
+        })
+        .collect();
+    options.sort_by(|a, b| a.usd_per_month.total_cmp(&b.usd_per_month));
+    let per_instance = limits.dps_registrations_per_minute / 60.0;
+    Sizing {
+        fleet,
+        within_s,
+        rate_per_s: rate,
+        options,
+        dps_per_minute: rate * 60.0,
+        dps_instances: (rate / per_instance).ceil().max(1.0) as u32,
+        webhook_instances: if webhook_per_s > 0.0 {
+            (rate / webhook_per_s).ceil().max(1.0) as u32
+        } else {
+            0
+        },
+    }
+}
+
 /// `3 h 12 min`, `45 s`.
 pub(crate) fn human(secs: f64) -> String {
     if !secs.is_finite() {
@@ -225,5 +345,39 @@ mod tests {
         );
         assert_eq!(s3.binding, "dps");
         assert_eq!(human(3600.0 * 5.5), "5 h 30 min");
+    }
+
+    /// A million devices in a day: every option stays within its tier's unit cap (the old plan
+    /// said "601 units per hub"), the cheapest comes first, and each carries the rate.
+    #[test]
+    fn sizing_stays_within_every_tier_cap() {
+        let z = size(1_000_000, 86_400.0, 500.0, &Limits::default());
+        assert!((z.rate_per_s - 1_000_000.0 / 86_400.0).abs() < 1e-9);
+        assert_eq!(z.options.len(), 3);
+        for o in &z.options {
+            let cap = TIERS.iter().find(|t| t.tier == o.tier).unwrap().max_units;
+            assert!(o.units_per_hub <= cap, "{o:?}");
+            assert!(o.hubs_per_s >= z.rate_per_s, "{o:?}");
+        }
+        assert!(z
+            .options
+            .windows(2)
+            .all(|w| w[0].usd_per_month <= w[1].usd_per_month));
+        // 11.6/s needs 7 S1 units (1.67/s each) in one hub, or one S3 unit (83/s).
+        let s1 = z.options.iter().find(|o| o.tier == HubTier::S1).unwrap();
+        assert_eq!((s1.hubs, s1.units_per_hub), (1, 7));
+        let s3 = z.options.iter().find(|o| o.tier == HubTier::S3).unwrap();
+        assert_eq!((s3.hubs, s3.units_per_hub), (1, 1));
+        assert_eq!(
+            z.dps_instances, 1,
+            "694/min fits the default 1,000/min quota"
+        );
+        assert_eq!(z.webhook_instances, 1);
+        // Ten million in an hour (2,778/s): S1 needs more hubs than one at its 200-unit cap.
+        let big = size(10_000_000, 3600.0, 500.0, &Limits::default());
+        let s1 = big.options.iter().find(|o| o.tier == HubTier::S1).unwrap();
+        assert!(s1.hubs > 1 && s1.units_per_hub <= 200, "{s1:?}");
+        assert_eq!(big.dps_instances, 167);
+        assert_eq!(big.webhook_instances, 6);
     }
 }

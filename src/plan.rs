@@ -58,6 +58,10 @@ pub(crate) struct Plan {
     pub first_failure: Option<(f64, Vec<String>)>,
     /// Capacity estimate from the knee.
     pub capacity: Option<Estimate>,
+    /// Hubs × units per tier, DPS and webhook instances to onboard the fleet within `--within`.
+    pub sizing: Option<capacity::Sizing>,
+    /// No step failed: the knee is only a lower bound (the search stopped at its maximum).
+    pub bounded: bool,
 }
 
 /// Why a step fails the SLO (empty = pass). The achieved-rate criterion is a timing one: it is
@@ -100,6 +104,7 @@ pub(crate) async fn plan(
     s: &Scenario,
     o: &Overrides,
     fleet: Option<u64>,
+    within: std::time::Duration,
     stop: Stop,
 ) -> Result<(Plan, PathBuf), RunError> {
     let search = s.load.search;
@@ -164,7 +169,8 @@ pub(crate) async fn plan(
     }
     let fleet = fleet
         .or(s.capacity.fleet)
-        .unwrap_or_else(|| s.population_sizes().iter().sum());
+        .unwrap_or_else(|| s.fleet_to_assign());
+    let first_failure_rate = first_failure.as_ref().map(|(r, _)| *r);
     let plan = Plan {
         scenario: s.name.clone(),
         steps,
@@ -173,6 +179,8 @@ pub(crate) async fn plan(
         concurrency_at_knee: knee.map(|k| k.1 * k.2 / 1e6),
         first_failure,
         capacity: knee.map(|k| capacity::estimate(fleet, k.1, &s.capacity.limits)),
+        sizing: knee.map(|k| capacity::size(fleet, within.as_secs_f64(), k.1, &s.capacity.limits)),
+        bounded: first_failure_rate.is_none(),
     };
     write(&dir, &plan).map_err(|source| RunError::Report {
         path: dir.clone(),
@@ -206,11 +214,18 @@ pub(crate) fn markdown(p: &Plan) -> String {
     }
     match (p.knee, p.knee_throughput, p.concurrency_at_knee) {
         (Some(k), Some(t), Some(c)) => {
+            let bound = if p.bounded { "≥ " } else { "" };
             let _ = writeln!(
                 o,
-                "\nKnee: **{k:.1}/s offered** ({t:.1}/s achieved, {:.0}/min); Little's law: {c:.1} requests in flight at the knee.",
+                "\nKnee: **{bound}{k:.1}/s offered** ({t:.1}/s achieved, {:.0}/min); Little's law: {c:.1} requests in flight at the knee.",
                 t * 60.0
             );
+            if p.bounded {
+                let _ = writeln!(
+                    o,
+                    "No step failed up to the search's maximum: the knee is a lower bound, not a measurement (raise `--max`)."
+                );
+            }
         }
         _ => {
             let _ = writeln!(
@@ -221,19 +236,117 @@ pub(crate) fn markdown(p: &Plan) -> String {
     }
     if let Some((r, why)) = &p.first_failure {
         let _ = writeln!(o, "First failing rate: **{r:.1}/s**: {}.", why.join("; "));
-    } else {
-        let _ = writeln!(o, "No step failed up to the search's maximum rate.");
     }
     if let Some(e) = &p.capacity {
+        let cap = capacity::TIERS
+            .iter()
+            .find(|t| t.tier == e.limits.hub_tier)
+            .map_or(u32::MAX, |t| t.max_units);
+        // Within the tier's cap per hub: beyond it, more hubs of at most `cap` units.
+        let total_units = e.hub_units_needed.saturating_mul(e.limits.hubs.max(1));
+        let hub_setup = if e.hub_units_needed <= cap {
+            format!(
+                "{} hub(s) of {} {:?} unit(s)",
+                e.limits.hubs.max(1),
+                e.hub_units_needed,
+                e.limits.hub_tier
+            )
+        } else {
+            let hubs = total_units.div_ceil(cap);
+            format!(
+                "{hubs} hubs of {} {:?} units (the tier allows {cap} per hub)",
+                total_units.div_ceil(hubs),
+                e.limits.hub_tier
+            )
+        };
         let _ = writeln!(
             o,
-            "\nOnboarding {} devices: binding limit **{}** at {:.1}/s → **{}** (webhook {:.1}/s, DPS {:.1}/s, hub registry {:.1}/s). Lifting every limit to {:.1}/s takes {} DPS instance(s), {} hub unit(s) per hub, {} webhook instance(s) → {}.",
+            "\nOnboarding {} devices as configured: binding limit **{}** at {:.1}/s → **{}** (webhook {:.1}/s, DPS {:.1}/s, hub registry {:.1}/s). At the fastest of them, {:.1}/s, it takes {} DPS instance(s), {hub_setup} and {} webhook instance(s) → {}.",
             e.fleet, e.binding, e.rate_per_s, capacity::human(e.onboard_s), e.webhook_per_s, e.dps_per_s, e.hubs_per_s,
-            e.webhook_per_s.max(e.dps_per_s).max(e.hubs_per_s).max(e.connections_per_s), e.dps_instances_needed, e.hub_units_needed,
+            e.webhook_per_s.max(e.dps_per_s).max(e.hubs_per_s).max(e.connections_per_s), e.dps_instances_needed,
             e.webhook_instances_needed, capacity::human(e.onboard_unbound_s)
         );
     }
+    if let Some(z) = &p.sizing {
+        let _ = writeln!(
+            o,
+            "\nTo onboard {} devices within {} ({:.1} registrations/s):\n",
+            z.fleet,
+            capacity::human(z.within_s),
+            z.rate_per_s
+        );
+        let _ = writeln!(o, "| IoT Hub tier | hubs | units per hub | registrations/s | USD per month |\n|---|---:|---:|---:|---:|");
+        for h in &z.options {
+            let _ = writeln!(
+                o,
+                "| {:?} | {} | {} | {:.1} | {:.0} |",
+                h.tier, h.hubs, h.units_per_hub, h.hubs_per_s, h.usd_per_month
+            );
+        }
+        let _ = writeln!(
+            o,
+            "\nDPS: {:.0} registrations/min. At the default quota of 1,000/min per instance that is **{} DPS instance(s)**, each a separate ID scope that devices carry; or one instance with its quota raised by an Azure support request (one ID scope). Webhook: **{} instance(s)** at the knee's rate.",
+            z.dps_per_minute, z.dps_instances, z.webhook_instances
+        );
+        let _ = writeln!(o, "\nSources: {}.", capacity::TIER_SOURCE);
+    }
     o
+}
+
+/// The plan for a terminal: the markdown without its markup (tables as aligned columns).
+pub(crate) fn text(p: &Plan) -> String {
+    let md = markdown(p);
+    let mut out = String::new();
+    let mut table: Vec<Vec<String>> = Vec::new();
+    let flush = |table: &mut Vec<Vec<String>>, out: &mut String| {
+        if table.is_empty() {
+            return;
+        }
+        let cols = table.iter().map(Vec::len).max().unwrap_or(0);
+        let widths: Vec<usize> = (0..cols)
+            .map(|i| {
+                table
+                    .iter()
+                    .filter_map(|r| r.get(i))
+                    .map(|c| c.chars().count())
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        for r in table.iter() {
+            let line: Vec<String> = r
+                .iter()
+                .enumerate()
+                .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+                .collect();
+            let _ = writeln!(out, "  {}", line.join("  ").trim_end());
+        }
+        table.clear();
+    };
+    for line in md.lines() {
+        if let Some(row) = line.strip_prefix('|') {
+            let cells: Vec<String> = row
+                .trim_end_matches('|')
+                .split('|')
+                .map(|c| c.trim().to_owned())
+                .collect();
+            if !cells
+                .iter()
+                .all(|c| c.chars().all(|ch| matches!(ch, '-' | ':')))
+            {
+                table.push(cells);
+            }
+            continue;
+        }
+        flush(&mut table, &mut out);
+        let plain = line
+            .trim_start_matches("## ")
+            .replace("**", "")
+            .replace('`', "");
+        let _ = writeln!(out, "{plain}");
+    }
+    flush(&mut table, &mut out);
+    out
 }
 
 fn write(dir: &Path, p: &Plan) -> std::io::Result<()> {

@@ -57,12 +57,28 @@ fn the_knee_search_stops_at_the_first_failing_step() {
     assert_eq!(cap["fleet"], 1_000_000);
     assert_eq!(cap["binding"], "hub registry");
     assert!(
-        r.stdout.contains("Knee: **100.0/s offered**"),
+        r.stdout.contains("Knee: 100.0/s offered") && !r.stdout.contains("**"),
         "{}",
         r.stdout
     );
     assert!(
-        r.stdout.contains("binding limit **hub registry**"),
+        r.stdout.contains("binding limit hub registry"),
+        "{}",
+        r.stdout
+    );
+    // A step failed: the knee is measured, not a bound.
+    assert_eq!(plan["bounded"], false);
+    assert!(!r.stdout.contains("lower bound"), "{}", r.stdout);
+    // The sizing for a day: within every tier's unit cap, with a cost.
+    let options = plan["sizing"]["options"].as_array().unwrap();
+    assert_eq!(options.len(), 3);
+    for o in options {
+        let cap = if o["tier"] == "S3" { 10 } else { 200 };
+        assert!(o["units_per_hub"].as_u64().unwrap() <= cap, "{o}");
+        assert!(o["usd_per_month"].as_f64().unwrap() > 0.0, "{o}");
+    }
+    assert!(
+        r.stdout.contains("USD per month") && r.stdout.contains("support request"),
         "{}",
         r.stdout
     );
@@ -118,4 +134,34 @@ fn report_html_is_self_contained_with_its_charts() {
     ] {
         assert!(!html.contains(external), "external reference {external}");
     }
+}
+
+/// A search in which no step fails reports its knee as a lower bound, and the default fleet is
+/// the distinct devices the scenario expects to be assigned (contoso: 4,000 toasters and 4,000
+/// heat pumps; not the 200 unrecognised devices nor the 200 re-registering toasters).
+#[test]
+fn a_knee_without_a_failing_step_is_a_lower_bound() {
+    let dir = crate::util::tempdir();
+    let out = dir.path().join("plan");
+    let s = crate::util::scenario("contoso.toml");
+    let r = crate::util::run(&[
+        "plan",
+        s.to_str().unwrap(),
+        "--start",
+        "100",
+        "--max",
+        "100",
+        "--hold",
+        "1s",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["bounded"], true);
+    assert!(r.stdout.contains("Knee: ≥ 100.0/s offered"), "{}", r.stdout);
+    assert!(r.stdout.contains("lower bound"), "{}", r.stdout);
+    assert_eq!(plan["capacity"]["fleet"], 8000);
+    assert_eq!(plan["sizing"]["fleet"], 8000);
 }

@@ -111,9 +111,13 @@ struct PlanArgs {
     /// Webhook URL (overrides target.url).
     #[arg(long)]
     url: Option<String>,
-    /// Devices to onboard (default: `[capacity] fleet`, else the population).
+    /// Devices to onboard (default: `[capacity] fleet`, else the distinct devices the scenario
+    /// expects to be assigned).
     #[arg(long)]
     fleet: Option<u64>,
+    /// Onboard the fleet within this time, e.g. 24h: the plan sizes hubs, DPS and webhooks for it.
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    within: std::time::Duration,
     /// First rate per second (overrides `[load] search.start`).
     #[arg(long)]
     start: Option<f64>,
@@ -498,8 +502,8 @@ async fn plan_command(a: PlanArgs) -> anyhow::Result<u8> {
     };
     let stop = on_ctrl_c(s.load.grace)?;
     banner("plan", &s);
-    let (plan, dir) = crate::plan::plan(&s, &o, a.fleet, stop.clone()).await?;
-    say!("\n{}", crate::plan::markdown(&plan).trim_end());
+    let (plan, dir) = crate::plan::plan(&s, &o, a.fleet, a.within, stop.clone()).await?;
+    say!("\n{}", crate::plan::text(&plan).trim_end());
     say!("plan: {}", dir.join("report.html").display());
     Ok(if stop.level() > 0 {
         EXIT_INTERRUPTED

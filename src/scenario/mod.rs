@@ -245,7 +245,8 @@ impl Default for Search {
             factor: 2.0,
             step: None,
             hold: Duration::from_secs(5),
-            max: 100_000.0,
+            // A ceiling one generator on one machine can offer without measuring itself.
+            max: 20_000.0,
         }
     }
 }
@@ -396,6 +397,17 @@ pub fn mask_secrets_in_url(url: &str) -> String {
 }
 
 impl Scenario {
+    /// Devices per class.
+    /// Distinct devices expected to be assigned: classes that expect `assigned` and are not
+    /// re-registrations of another class's devices (`current` set). What a capacity plan onboards.
+    pub fn fleet_to_assign(&self) -> u64 {
+        self.classes
+            .iter()
+            .filter(|c| c.expect.status == crate::dps::Status::Assigned && c.current.is_none())
+            .map(|c| c.range.1 - c.range.0 + 1)
+            .sum()
+    }
+
     /// Devices per class.
     pub fn population_sizes(&self) -> Vec<u64> {
         self.classes

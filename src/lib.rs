@@ -26,10 +26,11 @@
 //! 13. `dps`: DPS protocol facts: statuses, error codes, wire formats, enrollment resolution and
 //!     the outcome rules every driver and the emulator apply.
 //! 14. `sas`: SAS tokens (build, parse, verify), pure.
-//! 15. `device`, `pacing`, `secret`, `capacity`, `outcome`, `listen`: the synthetic population and
-//!     key derivation; the open-loop schedule; the redacted secret string; the DPS and IoT Hub
-//!     quota arithmetic; how a request ended and where a failure came from; accepting connections
-//!     with limits (the only one here that does I/O).
+//! 15. `device`, `pacing`, `secret`, `capacity`, `outcome`, `listen`, `tls`: the synthetic
+//!     population and key derivation; the open-loop schedule; the redacted secret string; the DPS
+//!     and IoT Hub quota arithmetic; how a request ended and where a failure came from; accepting
+//!     connections with limits; server certificates (a generated development CA or the user's PEM
+//!     files) and extra client trust anchors (`listen` and `tls` do I/O).
 //!
 //! # Public surface
 //!
@@ -57,5 +58,6 @@ pub mod sas;
 pub mod scenario;
 pub(crate) mod secret;
 pub(crate) mod threshold;
+pub mod tls;
 pub(crate) mod transcript;
 pub(crate) mod webhook;

@@ -279,3 +279,69 @@ fn hdr_histogram_files_agree_with_the_summary() {
         .unwrap();
     assert!(last.contains("1.000000000000"), "{last}");
 }
+
+/// An https webhook behind a private CA: `webhook serve --tls-dir` generates one; a scenario
+/// that names it in `target.ca` passes, one that does not fails as a TLS error (exit 2), never as
+/// a wrong answer.
+#[test]
+fn an_https_webhook_behind_a_private_ca_is_trusted_through_target_ca() {
+    let dir = tempdir();
+    let tls = dir.path().join("tls");
+    let hook = Webhook::start(&["--tls-dir", tls.to_str().unwrap()]);
+    assert!(hook.base.starts_with("https://127.0.0.1:"), "{}", hook.base);
+    let url = format!("{}/api/HttpTrigger1", hook.base);
+    let ca = tls.join("ca.pem");
+    assert!(ca.exists());
+    let text = std::fs::read_to_string(scenario("contoso.toml")).unwrap();
+    let trusted = dir.path().join("trusted.toml");
+    std::fs::write(
+        &trusted,
+        text.replacen(
+            "[target]\n",
+            &format!("[target]\nca = \"{}\"\n", ca.display()),
+            1,
+        ),
+    )
+    .unwrap();
+    let run_it = |file: &std::path::Path, out: &str| {
+        let out = dir.path().join(out);
+        let r = run(&[
+            "run",
+            file.to_str().unwrap(),
+            "--url",
+            &url,
+            "--count",
+            "40",
+            "--no-progress",
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        (r, summary(&out))
+    };
+    let (r, v) = run_it(&trusted, "trusted");
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(v["requests"]["completed"], 40);
+    let (r, v) = run_it(&scenario("contoso.toml"), "untrusted");
+    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(v["requests"]["completed"], 0);
+    let errors = v["errors"].to_string();
+    assert!(errors.contains("\"source\":\"tls\""), "{errors}");
+    // A CA file that is not PEM is refused up front.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        text.replacen("[target]\n", "[target]\nca = \"Cargo.toml\"\n", 1),
+    )
+    .unwrap();
+    let r = run(&[
+        "run",
+        bad.to_str().unwrap(),
+        "--url",
+        &url,
+        "--count",
+        "1",
+        "--no-progress",
+    ]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("target.ca"), "{}", r.stderr);
+}

@@ -293,6 +293,10 @@ enum WebhookCommand {
         /// Take the policy and the per-class faults from this scenario.
         #[arg(long)]
         scenario: Option<PathBuf>,
+        /// Serve https: a development CA and certificate (SAN localhost, 127.0.0.1, ::1) are
+        /// generated into this directory once; trust `DIR/ca.pem` (a scenario's `target.ca`).
+        #[arg(long)]
+        tls_dir: Option<PathBuf>,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -355,8 +359,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             addr,
             policy,
             scenario,
+            tls_dir,
             limits,
-        }) => serve(addr, policy, scenario, limits.limits()).await,
+        }) => serve(addr, policy, scenario, tls_dir, limits.limits()).await,
         Command::Dps(DpsCommand::Serve(a)) => dps_serve(a).await,
         Command::Plan(a) => plan_command(a).await,
         Command::Report(ReportCommand::Merge {
@@ -646,6 +651,7 @@ async fn serve(
     addr: SocketAddr,
     policy: Option<Policy>,
     scenario: Option<PathBuf>,
+    tls_dir: Option<PathBuf>,
     limits: crate::emulator::serve::Limits,
 ) -> anyhow::Result<u8> {
     let s = scenario.as_deref().map(Scenario::load).transpose()?;
@@ -655,7 +661,15 @@ async fn serve(
     let faults = s.as_ref().map(Scenario::fault_rules).unwrap_or_default();
     let (listener, _) = crate::listen::bind(addr).with_context(|| format!("binding {addr}"))?;
     let local = listener.local_addr()?;
-    println!("reference webhook listening on http://{local} (policy {}, {} fault rules); Ctrl-C stops it", policy.name(), faults.len());
+    let tls = tls_dir
+        .map(|d| crate::tls::load(&crate::tls::Source::Generated(d)))
+        .transpose()?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    println!("reference webhook listening on {scheme}://{local} (policy {}, {} fault rules); Ctrl-C stops it", policy.name(), faults.len());
+    if let Some(t) = &tls {
+        println!("  CA (trust it, e.g. target.ca): {}", t.ca.display());
+    }
+    let tls = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config));
     std::io::stdout().flush()?;
     let echo_payload = s.as_ref().is_some_and(|s| s.echo_payload);
     let config = server::Config {
@@ -664,7 +678,7 @@ async fn serve(
         echo_payload,
         limits,
     };
-    server::run(listener, config, async {
+    server::run(listener, config, tls, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;

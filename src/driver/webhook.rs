@@ -78,6 +78,7 @@ impl WebhookExecutor {
             s.target.function_key.as_ref().map(Secret::expose),
             s.target.timeout,
             s.load.connections.max(s.load.max_in_flight) as usize,
+            s.target.ca.as_deref(),
         )?;
         let classes = s
             .classes

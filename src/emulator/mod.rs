@@ -16,7 +16,7 @@ pub mod mqtt;
 mod reply;
 pub mod serve;
 mod store;
-pub mod tls;
+pub use crate::tls;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -176,6 +176,7 @@ impl Emulator {
                     s.target.function_key.as_ref().map(|k| k.expose()),
                     s.target.timeout,
                     64,
+                    s.target.ca.as_deref(),
                 )
                 .map_err(|e| AuthError::Config(e.to_string()))
             })

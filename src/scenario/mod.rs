@@ -115,6 +115,9 @@ pub struct Target {
     pub url: Option<Secret>,
     /// Sent as `x-functions-key` when set.
     pub function_key: Option<Secret>,
+    /// `https://` webhooks: a PEM file of CA certificates trusted besides the Mozilla roots (a
+    /// private CA, `func start --useHttps`, `webhook serve --tls-dir`).
+    pub ca: Option<PathBuf>,
     /// Per-request timeout.
     pub timeout: Duration,
     /// Device registration modes (`mqtt`, `https`).

@@ -64,6 +64,7 @@ pub(crate) struct Target {
     pub mode: Option<S<String>>,
     pub url: Option<S<String>>,
     pub function_key: Option<S<String>>,
+    pub ca: Option<S<String>>,
     pub timeout: Option<S<String>>,
     pub endpoint: Option<S<String>>,
     pub id_scope: Option<S<String>>,

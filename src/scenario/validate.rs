@@ -221,10 +221,22 @@ impl Validator<'_> {
                 "must be greater than zero",
             );
         }
+        let ca = match &t.ca {
+            Some(c) if c.get_ref().trim().is_empty() => {
+                return self.err(
+                    c.span(),
+                    "target.ca",
+                    "a PEM file of CA certificates to trust",
+                );
+            }
+            Some(c) => Some(std::path::PathBuf::from(self.expand(c, "target.ca")?)),
+            None => None,
+        };
         Ok(Target {
             mode,
             url,
             function_key,
+            ca,
             timeout,
             device,
         })

@@ -33,6 +33,9 @@ pub(crate) enum SetupError {
     /// Not a valid header value.
     #[error("the function key cannot be sent as a header (it contains invalid characters)")]
     FunctionKey,
+    /// `target.ca` cannot be used.
+    #[error("target.ca: {0}")]
+    Ca(String),
 }
 
 /// The webhook, ready to be called.
@@ -69,6 +72,7 @@ impl WebhookClient {
         function_key: Option<&str>,
         timeout: Duration,
         pool: usize,
+        ca: Option<&std::path::Path>,
     ) -> Result<Self, SetupError> {
         let uri: Uri = url
             .parse()
@@ -81,9 +85,10 @@ impl WebhookClient {
         connector.set_connect_timeout(Some(timeout));
         connector.enforce_http(false);
         // https:// (a deployed Azure Function) is verified against the Mozilla roots (webpki-roots),
-        // so results do not depend on the machine's certificate store.
+        // so results do not depend on the machine's certificate store, plus `ca` if given.
+        let tls = crate::tls::client_config(ca).map_err(|e| SetupError::Ca(e.to_string()))?;
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_webpki_roots()
+            .with_tls_config((*tls).clone())
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);

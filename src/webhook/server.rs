@@ -88,7 +88,7 @@ pub(crate) async fn spawn(addr: SocketAddr, config: Config) -> std::io::Result<H
     let (listener, _) = crate::listen::bind(addr)?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(run(listener, config, async move {
+    let task = tokio::spawn(run(listener, config, None, async move {
         let _ = rx.await;
     }));
     Ok(Handle {
@@ -98,8 +98,14 @@ pub(crate) async fn spawn(addr: SocketAddr, config: Config) -> std::io::Result<H
     })
 }
 
-/// Serves until `shutdown` resolves.
-pub(crate) async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) {
+/// Serves until `shutdown` resolves; over TLS with `tls` (the handshake must finish within the
+/// header-read timeout, like the request head after it).
+pub(crate) async fn run(
+    listener: TcpListener,
+    config: Config,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
     let counts_calls = config.faults.iter().any(|r| r.fault.first_calls.is_some());
     let state = Arc::new(State {
         config,
@@ -111,13 +117,29 @@ pub(crate) async fn run(listener: TcpListener, config: Config, shutdown: impl Fu
     let conns = crate::listen::accept(listener, "reference webhook", limits, shutdown, |stream| {
         let state = state.clone();
         let service = hyper::service::service_fn(move |req| handle(req, state.clone()));
-        let conn = graceful.watch(
-            limits
-                .http1()
-                .serve_connection(TokioIo::new(stream), service),
-        );
+        let tls = tls.clone();
+        let watcher = graceful.watcher();
         async move {
-            let _ = conn.await;
+            match tls {
+                None => {
+                    let conn = limits
+                        .http1()
+                        .serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn).await;
+                }
+                Some(acceptor) => {
+                    let deadline = limits.header_read_timeout;
+                    let Ok(Ok(stream)) =
+                        tokio::time::timeout(deadline, acceptor.accept(stream)).await
+                    else {
+                        return;
+                    };
+                    let conn = limits
+                        .http1()
+                        .serve_connection(TokioIo::new(stream), service);
+                    let _ = watcher.watch(conn).await;
+                }
+            }
         }
     })
     .await;

@@ -82,6 +82,7 @@ impl Webhook {
             .unwrap();
         let start = line
             .find("http://")
+            .or_else(|| line.find("https://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"));
         let base = line[start..].split_whitespace().next().unwrap().to_owned();
         Self { child, base }

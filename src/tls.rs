@@ -1,6 +1,7 @@
-//! TLS for the emulator's listeners: a development CA and a server certificate generated with
-//! rcgen on first start (SAN `localhost`, `127.0.0.1`, `::1`), kept in a directory and reused on
-//! later starts, or a user-supplied PEM certificate and key. The CA certificate is `ca.pem` in
+//! TLS for our servers (the emulator's listeners, `webhook serve --tls-dir`): a development CA and
+//! a server certificate generated with rcgen on first start (SAN `localhost`, `127.0.0.1`, `::1`),
+//! kept in a directory and reused on later starts, or a user-supplied PEM certificate and key;
+//! and the client trust of https webhooks (Mozilla roots plus an optional private CA). The CA certificate is `ca.pem` in
 //! that directory: devices trust it (SDK-Py `server_verification_cert`, `SSL_CERT_FILE`).
 //!
 //! rustls (ring) with TLS 1.2 and 1.3. SNI is not required and an IP literal is tolerated: the
@@ -61,6 +62,35 @@ pub struct Tls {
     pub config: Arc<rustls::ServerConfig>,
     /// The CA certificate devices should trust (generated mode), or the user's certificate.
     pub ca: PathBuf,
+}
+
+/// A client configuration that trusts the Mozilla roots and, with `extra`, the certificates of
+/// that PEM file too (a private CA). rustls with ring, TLS 1.2 and 1.3.
+pub fn client_config(extra: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = extra {
+        let pem = |what: String| TlsError::Pem {
+            path: path.to_owned(),
+            what,
+        };
+        let mut added = 0;
+        for c in CertificateDer::pem_file_iter(path).map_err(|e| pem(e.to_string()))? {
+            let c = c.map_err(|e| pem(e.to_string()))?;
+            roots.add(c).map_err(|e| pem(e.to_string()))?;
+            added += 1;
+        }
+        if added == 0 {
+            return Err(pem("holds no PEM certificate".into()));
+        }
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(Arc::new(cfg))
 }
 
 /// The default directory: `$XDG_CACHE_HOME/loadtest/dps-tls` or `~/.cache/loadtest/dps-tls`.

@@ -167,7 +167,7 @@ impl Emulator {
                 started.elapsed().as_millis()
             );
         }
-        let snapshot = {
+        {
             let mut st = self.state.lock().expect("state lock");
             let pin = previous
                 .and_then(|r| r.secondary)
@@ -185,11 +185,14 @@ impl Emulator {
             }
             st.finished
                 .push_back((std::time::Instant::now(), op_id.clone()));
-            self.opts.persist.as_ref().map(|_| st.registrations.clone())
-        };
-        if let (Some(path), Some(regs)) = (&self.opts.persist, snapshot) {
-            let hubs = self.hubs.lock().expect("hubs lock").clone();
-            if let Err(e) = super::store::save(path, &regs, &hubs) {
+        }
+        if let Some(path) = &self.opts.persist {
+            let snapshot = || {
+                let regs = self.state.lock().expect("state lock").registrations.clone();
+                let hubs = self.hubs.lock().expect("hubs lock").clone();
+                (regs, hubs)
+            };
+            if let Err(e) = super::store::save(path, snapshot) {
                 eprintln!(
                     "warning: could not persist registrations to {}: {e}",
                     path.display()

@@ -229,6 +229,11 @@ impl Emulator {
         })
     }
 
+    /// Registrations being allocated now.
+    pub fn in_progress(&self) -> u64 {
+        self.in_progress.load(Ordering::Relaxed)
+    }
+
     /// The ID scope.
     pub fn id_scope(&self) -> &str {
         &self.opts.id_scope

@@ -109,6 +109,13 @@ impl Running {
     /// Stops the listeners and their connections, and the embedded webhook.
     pub async fn stop(mut self) {
         self.tasks.shutdown().await;
+        // Allocations already under way finish (and persist, with `[emulator] persist`) before
+        // the emulator is gone, so that a later emulator on the same store never sees its file
+        // overwritten by this one's late write. Bounded: the webhook has its own timeout.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+        while self.emulator.in_progress() > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         if let Some(w) = self.webhook.take() {
             w.stop().await;
         }

@@ -27,11 +27,12 @@ pub(super) fn load(path: &Path) -> Result<Option<Saved>, String> {
     }
 }
 
-/// Writes the store atomically.
+/// Writes the store atomically, with the state `snapshot` takes while this writer holds the lock:
+/// of two concurrent saves, the later one always writes the later state (a snapshot taken before
+/// the lock could land after a newer one and undo it).
 pub(super) fn save(
     path: &Path,
-    registrations: &HashMap<String, Record>,
-    hubs: &HashMap<String, Hub>,
+    snapshot: impl FnOnce() -> (HashMap<String, Record>, HashMap<String, Hub>),
 ) -> std::io::Result<()> {
     #[derive(Serialize)]
     struct Ref<'a> {
@@ -43,9 +44,10 @@ pub(super) fn save(
     let _guard = WRITER
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (registrations, hubs) = snapshot();
     let bytes = serde_json::to_vec(&Ref {
-        registrations,
-        hubs,
+        registrations: &registrations,
+        hubs: &hubs,
     })
     .expect("the store serialises");
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {

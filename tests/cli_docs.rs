@@ -96,3 +96,48 @@ fn scenario_from_stdin_json_output_and_quiet() {
         q.stderr
     );
 }
+
+/// `--ndjson FILE`: one JSON line per second of the run; together they account for every
+/// request that ended, the running total ends at the summary's, and the last (partial) second
+/// says how much of it the run covered.
+#[test]
+fn ndjson_has_a_line_per_second_that_adds_up() {
+    let dir = crate::util::tempdir();
+    let file = dir.path().join("seconds.ndjson");
+    let out = dir.path().join("r");
+    let r = crate::util::run(&[
+        "run",
+        crate::util::scenario("contoso.toml").to_str().unwrap(),
+        "--rate",
+        "1000",
+        "--count",
+        "2500",
+        "--no-progress",
+        "--ndjson",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&file)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each line is JSON"))
+        .collect();
+    assert!(!lines.is_empty());
+    let v = crate::util::summary(&out);
+    let req = &v["requests"];
+    let ended = req["completed"].as_u64().unwrap()
+        + req["failed"].as_u64().unwrap()
+        + req["timed_out"].as_u64().unwrap();
+    let sum: u64 = lines.iter().map(|l| l["ended"].as_u64().unwrap()).sum();
+    assert_eq!(sum, ended);
+    assert_eq!(lines.last().unwrap()["total_ended"], ended);
+    let seconds: Vec<u64> = lines
+        .iter()
+        .map(|l| l["second"].as_u64().unwrap())
+        .collect();
+    assert!(seconds.windows(2).all(|w| w[0] < w[1]), "{seconds:?}");
+    let last = lines.last().unwrap()["length_s"].as_f64().unwrap();
+    assert!(last > 0.0 && last <= 1.0, "{last}");
+}

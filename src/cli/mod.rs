@@ -204,6 +204,10 @@ struct RunArgs {
     /// What stdout gets at the end: the text summary, or summary.json itself.
     #[arg(long, value_enum, default_value_t = Output::Text)]
     output: Output,
+    /// Also write one JSON line per completed second here while the run goes (counts, rate,
+    /// errors, timeouts, 429s, p50/p99), for any other tool to follow.
+    #[arg(long)]
+    ndjson: Option<PathBuf>,
     /// Seed of the load order (overrides the scenario's `seed`).
     #[arg(long)]
     seed: Option<u64>,
@@ -401,6 +405,7 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
         thresholds: a.thresholds,
         run_id: a.run_id,
         start_at: a.start_at,
+        ndjson: a.ndjson,
     };
     let stop = on_ctrl_c(s.load.grace)?;
     if a.quiet {
@@ -665,12 +670,21 @@ async fn serve(
         .map(|d| crate::tls::load(&crate::tls::Source::Generated(d)))
         .transpose()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    println!("reference webhook listening on {scheme}://{local} (policy {}, {} fault rules); Ctrl-C stops it", policy.name(), faults.len());
+    // One write, and its failure ignored: whoever started us may read the first line and close
+    // the pipe, and a server must not die of that.
+    let mut banner = format!("reference webhook listening on {scheme}://{local} (policy {}, {} fault rules); Ctrl-C stops it\n", policy.name(), faults.len());
     if let Some(t) = &tls {
-        println!("  CA (trust it, e.g. target.ca): {}", t.ca.display());
+        banner.push_str(&format!(
+            "  CA (trust it, e.g. target.ca): {}\n",
+            t.ca.display()
+        ));
+    }
+    {
+        let mut out = std::io::stdout().lock();
+        let _ = out.write_all(banner.as_bytes());
+        let _ = out.flush();
     }
     let tls = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config));
-    std::io::stdout().flush()?;
     let echo_payload = s.as_ref().is_some_and(|s| s.echo_payload);
     let config = server::Config {
         policy,

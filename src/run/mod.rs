@@ -36,6 +36,8 @@ pub(crate) struct Overrides {
     /// share one schedule: a shard that starts late sends its overdue requests at once and shows
     /// its lateness as schedule lag. (The caller waits for it; a run that begins late keeps it.)
     pub start_at: Option<SystemTime>,
+    /// `--ndjson FILE`: one JSON line per completed second, written while the run goes.
+    pub ndjson: Option<PathBuf>,
 }
 
 /// The run id when none is given: the scenario hash, the shard count and `--start-at`, hashed
@@ -167,7 +169,16 @@ pub(crate) async fn run(
             at
         }
     };
-    let progress = Progress::new(total, o.progress);
+    let mut progress = Progress::new(total, o.progress);
+    if let Some(path) = &o.ndjson {
+        progress = progress
+            .with_ndjson(path)
+            .map_err(|source| RunError::Report {
+                path: path.clone(),
+                source,
+            })?;
+    }
+    let live = progress.clone();
     let classes = s.classes.len();
     let outcome = match s.target.mode {
         Mode::Webhook => {
@@ -235,6 +246,8 @@ pub(crate) async fn run(
             l.timeline.clone()
         })
         .unwrap_or_default();
+    // The last, partial second and any second the collector had not written yet.
+    live.write_seconds(&timeline);
     crate::report::write_html(&dir, &summary, &metrics, &timeline, s, None).map_err(|source| {
         RunError::Report {
             path: dir.clone(),

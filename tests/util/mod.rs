@@ -77,9 +77,10 @@ impl Webhook {
             .spawn()
             .expect("webhook starts");
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        reader.read_line(&mut line).unwrap();
+        // Keep draining stdout: the server must never write into a closed or full pipe.
+        std::thread::spawn(move || for _ in reader.lines() {});
         let start = line
             .find("http://")
             .or_else(|| line.find("https://"))

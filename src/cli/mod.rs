@@ -4,7 +4,7 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -21,20 +21,21 @@ macro_rules! say {
 }
 
 mod banner;
+mod conclude;
 mod docs;
 mod dps;
 mod options;
+mod webhook;
 
 use crate::conformance::{self, snapshot::Comparison};
 use crate::device::keys::GroupKey;
 use crate::driver::Stop;
-use crate::report::Summary;
 use crate::run::{self, Overrides};
 use crate::scenario::{Flags, Scenario, SearchFlags};
 use crate::threshold::Selection;
 use crate::webhook::policy::Policy;
-use crate::webhook::server;
 use banner::banner;
+use conclude::{conclude, conclude_run, Output};
 use dps::{dps_serve, DpsServeArgs};
 use options::{
     parse_policy, parse_run_id, parse_selection, parse_shard, parse_start_at, Color, LimitArgs,
@@ -365,7 +366,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             scenario,
             tls_dir,
             limits,
-        }) => serve(addr, policy, scenario, tls_dir, limits.limits()).await,
+        }) => webhook::serve(addr, policy, scenario, tls_dir, limits.limits()).await,
         Command::Dps(DpsCommand::Serve(a)) => dps_serve(a).await,
         Command::Plan(a) => plan_command(a).await,
         Command::Report(ReportCommand::Merge {
@@ -552,83 +553,6 @@ fn on_ctrl_c(grace: Duration) -> anyhow::Result<Stop> {
 }
 
 /// One line on standard error before the work starts: what is driven at what (secrets masked).
-/// What `run` prints at the end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Output {
-    /// The readable summary.
-    Text,
-    /// `summary.json`, as written to the report directory.
-    Json,
-}
-
-/// `run`'s end: the summary as `output` asks (or, quiet, only the verdict line), then
-/// [`conclude_with`]'s JUnit and exit code.
-fn conclude_run(
-    summary: &Summary,
-    dir: &Path,
-    junit: Option<&Path>,
-    output: Output,
-    quiet: bool,
-) -> anyhow::Result<u8> {
-    match output {
-        Output::Json => say!("{}", serde_json::to_string_pretty(summary)?),
-        Output::Text if quiet => {
-            let text = crate::report::text::render(summary);
-            let verdict = text.lines().rev().find(|l| l.starts_with("verdict:"));
-            say!("{}", verdict.unwrap_or("verdict: see summary.json"));
-        }
-        Output::Text => {
-            say!("{}", crate::report::text::render(summary).trim_end());
-            say!("report: {}", dir.join("summary.json").display());
-        }
-    }
-    conclude_with(summary, junit)
-}
-
-/// Prints the summary, writes JUnit, and maps the verdict to an exit code.
-fn conclude(summary: &Summary, dir: &Path, junit: Option<&Path>) -> anyhow::Result<u8> {
-    say!("{}", crate::report::text::render(summary).trim_end());
-    say!("report: {}", dir.join("summary.json").display());
-    conclude_with(summary, junit)
-}
-
-/// Writes JUnit if asked and maps the verdict to an exit code.
-fn conclude_with(summary: &Summary, junit: Option<&Path>) -> anyhow::Result<u8> {
-    if let Some(path) = junit {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("creating {}", parent.display()))?;
-        }
-        std::fs::write(path, crate::report::junit::render(summary)?)
-            .with_context(|| format!("writing {}", path.display()))?;
-        say!("junit: {}", path.display());
-    }
-    let r = summary.requests;
-    if summary.interrupted {
-        return Ok(EXIT_INTERRUPTED);
-    }
-    if r.sent > 0 && r.completed == 0 {
-        let why = summary
-            .errors
-            .first()
-            .map_or_else(|| "every request timed out".to_owned(), |e| e.label());
-        eprintln!(
-            "error: the target {} never answered ({} requests sent): {why}",
-            summary.target, r.sent
-        );
-        return Ok(EXIT_ERROR);
-    }
-    Ok(
-        if !summary.expectations_met() || !summary.snapshot_matched() {
-            EXIT_FAIL
-        } else if !summary.thresholds_met() {
-            EXIT_THRESHOLD
-        } else {
-            EXIT_PASS
-        },
-    )
-}
-
 /// `registration_id,device_key` for every registration ID of the population, once each (a class
 /// that re-registers the same IDs adds no rows), in class order.
 fn export_keys(s: &Scenario) -> anyhow::Result<String> {
@@ -650,51 +574,4 @@ fn export_keys(s: &Scenario) -> anyhow::Result<String> {
         }
     }
     Ok(csv)
-}
-
-async fn serve(
-    addr: SocketAddr,
-    policy: Option<Policy>,
-    scenario: Option<PathBuf>,
-    tls_dir: Option<PathBuf>,
-    limits: crate::emulator::serve::Limits,
-) -> anyhow::Result<u8> {
-    let s = scenario.as_deref().map(Scenario::load).transpose()?;
-    let policy = policy
-        .or(s.as_ref().map(|s| s.policy))
-        .unwrap_or(Policy::TutorialCurrent);
-    let faults = s.as_ref().map(Scenario::fault_rules).unwrap_or_default();
-    let (listener, _) = crate::listen::bind(addr).with_context(|| format!("binding {addr}"))?;
-    let local = listener.local_addr()?;
-    let tls = tls_dir
-        .map(|d| crate::tls::load(&crate::tls::Source::Generated(d)))
-        .transpose()?;
-    let scheme = if tls.is_some() { "https" } else { "http" };
-    // One write, and its failure ignored: whoever started us may read the first line and close
-    // the pipe, and a server must not die of that.
-    let mut banner = format!("reference webhook listening on {scheme}://{local} (policy {}, {} fault rules); Ctrl-C stops it\n", policy.name(), faults.len());
-    if let Some(t) = &tls {
-        banner.push_str(&format!(
-            "  CA (trust it, e.g. target.ca): {}\n",
-            t.ca.display()
-        ));
-    }
-    {
-        let mut out = std::io::stdout().lock();
-        let _ = out.write_all(banner.as_bytes());
-        let _ = out.flush();
-    }
-    let tls = tls.map(|t| tokio_rustls::TlsAcceptor::from(t.config));
-    let echo_payload = s.as_ref().is_some_and(|s| s.echo_payload);
-    let config = server::Config {
-        policy,
-        faults,
-        echo_payload,
-        limits,
-    };
-    server::run(listener, config, tls, async {
-        let _ = tokio::signal::ctrl_c().await;
-    })
-    .await;
-    Ok(EXIT_PASS)
 }

@@ -143,6 +143,15 @@ pub(crate) async fn run(
             default_count,
         ),
     };
+    // With `--start-at` the schedule's zero is that instant, however late this process is.
+    let (started, origin) = match o.start_at {
+        None => (SystemTime::now(), None),
+        Some(at) => {
+            let late = SystemTime::now().duration_since(at).unwrap_or_default();
+            let now = tokio::time::Instant::now();
+            (at, Some(now.checked_sub(late).unwrap_or(now)))
+        }
+    };
     let plan = Plan {
         pacing,
         max_in_flight: load.max_in_flight,
@@ -156,18 +165,7 @@ pub(crate) async fn run(
             abort_watch(s, o.thresholds)
         },
         interval_log: Some(s.classes.iter().map(|c| c.name.clone()).collect()),
-        origin: None,
-    };
-    let mut plan = plan;
-    let started = match o.start_at {
-        None => SystemTime::now(),
-        Some(at) => {
-            // The schedule's zero is `at`, however late this process is.
-            let late = SystemTime::now().duration_since(at).unwrap_or_default();
-            let now = tokio::time::Instant::now();
-            plan.origin = Some(now.checked_sub(late).unwrap_or(now));
-            at
-        }
+        origin,
     };
     let mut progress = Progress::new(total, o.progress);
     if let Some(path) = &o.ndjson {

@@ -9,25 +9,29 @@ use serde_json::Value;
 
 use crate::util::{bin, class, run, scenario, summary, tempdir, DpsProcess};
 
-/// contoso-faults.toml in a device mode: quick polls, no thresholds (they count webhook retries).
-fn faults_in(dir: &Path, mode: &str) -> PathBuf {
+/// contoso-faults.toml in a device mode: quick polls, no thresholds (they count webhook retries);
+/// the emulator reaches the embedded webhook over `webhook` ("in-process" or "http").
+fn faults_in(dir: &Path, mode: &str, webhook: &str) -> PathBuf {
     let text = std::fs::read_to_string(scenario("contoso-faults.toml")).unwrap();
     let text = text.split("\n[thresholds]").next().unwrap().to_owned();
     let text = text.replacen(
         "[target]\n",
         &format!("[target]\nmode = \"{mode}\"\npoll_cap = \"50ms\"\ndevice_timeout = \"20s\"\n"),
         1,
-    ) + "\n[emulator]\nretry_after = 1\n";
+    ) + &format!("\n[emulator]\nretry_after = 1\nwebhook = \"{webhook}\"\n");
     let file = dir.join(format!("faults-{mode}.toml"));
     std::fs::write(&file, text).unwrap();
     file
 }
 
+/// Both transports, and both ways the emulator reaches the embedded webhook: the same faults
+/// (500, 429, a delay past the timeout, null hub, 401) give the same outcomes over loopback HTTP
+/// and in-process.
 #[test]
 fn every_troubleshooting_outcome_as_devices_see_it_over_mqtt_and_https() {
-    for mode in ["mqtt", "https"] {
+    for (mode, webhook) in [("mqtt", "http"), ("https", "in-process")] {
         let dir = tempdir();
-        let file = faults_in(dir.path(), mode);
+        let file = faults_in(dir.path(), mode, webhook);
         let out = dir.path().join("report");
         let r = run(&[
             "run",
@@ -311,6 +315,64 @@ fn tls_refusal_and_silence_are_classified_never_hung() {
         errors(&v)
     );
     let _ = keep.join();
+}
+
+/// A server that accepts and never sends CONNACK, with `connect_timeout` and `connect_retries`
+/// set: every attempt times out, is retried, and both are counted as their own phase; the
+/// connections come from the two configured source addresses in turn.
+#[test]
+fn connect_timeouts_and_retries_are_their_own_phase_from_spread_sources() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    let peers = std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().take(12) {
+            held.push(s.unwrap());
+        }
+        let ips: std::collections::BTreeSet<String> = held
+            .iter()
+            .map(|s| s.peer_addr().unwrap().ip().to_string())
+            .collect();
+        std::thread::sleep(Duration::from_secs(2));
+        ips
+    });
+    let dir = tempdir();
+    let file = device_scenario(
+        dir.path(),
+        &format!(
+            "endpoint = \"{silent_addr}\"\ntls = \"plain\"\nverify_twins = false\nconnect_timeout = \"200ms\"\nconnect_retries = 2\nsource_addrs = [\"127.0.0.2\", \"127.0.0.3\"]"
+        ),
+        4,
+    );
+    let out = dir.path().join("retried");
+    let r = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 2, "no device got an answer: {}", r.stderr);
+    let v = summary(&out);
+    assert_eq!(v["requests"]["timed_out"], 4, "{}", v["requests"]);
+    assert_eq!(v["phases"]["connect_timeouts"], 12, "{}", v["phases"]);
+    assert_eq!(v["phases"]["connect_retries"], 8, "{}", v["phases"]);
+    assert!(
+        has_error(&v, "network", "connect timed out (200ms)"),
+        "{}",
+        errors(&v)
+    );
+    assert!(
+        r.stdout
+            .contains("connect attempts: 12 timed out, 8 retried"),
+        "{}",
+        r.stdout
+    );
+    let ips = peers.join().unwrap();
+    assert_eq!(
+        ips.into_iter().collect::<Vec<_>>(),
+        ["127.0.0.2", "127.0.0.3"]
+    );
 }
 
 /// A fake DPS that accepts the device, then answers its register request with `answer`

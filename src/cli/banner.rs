@@ -31,10 +31,23 @@ pub(super) fn warnings(s: &Scenario) {
             Rate::PerSecond(r) => Some(r),
             Rate::Max => None,
         };
+        let dest = s.target.device.endpoint.as_ref().map_or(
+            std::net::IpAddr::from([127, 0, 0, 1]),
+            |(host, _)| {
+                host.parse().unwrap_or(if host == "localhost" {
+                    std::net::IpAddr::from([127, 0, 0, 1])
+                } else {
+                    std::net::IpAddr::from([0, 0, 0, 0])
+                })
+            },
+        );
+        let sources = s.target.device.source_addrs.for_destination(dest).len();
         let warnings = [
             crate::listen::nofile_warning(open, limit),
             rate.filter(|_| embedded)
                 .and_then(crate::listen::backlog_warning),
+            rate.filter(|_| s.target.mode == Mode::Mqtt)
+                .and_then(|r| crate::dial::port_warning(r, sources)),
         ];
         for w in warnings.into_iter().flatten() {
             eprintln!("warning: {w}");

@@ -121,6 +121,12 @@ pub(super) async fn dps_serve(a: DpsServeArgs) -> anyhow::Result<u8> {
             "  webhook:       embedded reference webhook on http://{x} ({})",
             s.policy.name()
         )?;
+    } else if s.target.url.is_none() {
+        writeln!(
+            out,
+            "  webhook:       embedded reference webhook, called in-process ({}; [emulator] webhook = \"http\" serves it on loopback HTTP)",
+            s.policy.name()
+        )?;
     } else {
         writeln!(out, "  webhook:       {}", s.target_display())?;
     }

@@ -164,13 +164,27 @@ impl std::fmt::Debug for Emulator {
     }
 }
 
+/// Where the emulator's custom allocation goes.
+#[derive(Debug)]
+pub(crate) enum Webhook<'a> {
+    /// No webhook: custom allocation fails with 400209... as DPS does.
+    None,
+    /// POST to this URL.
+    Url(&'a str),
+    /// The embedded reference webhook, in this process.
+    InProcess(crate::webhook::server::Config),
+}
+
 impl Emulator {
-    /// Builds the emulator for a scenario. `webhook_url` is where custom allocation POSTs (the
-    /// scenario's `target.url`, or the embedded reference webhook the caller started). With
-    /// `persist` set, earlier registrations and hubs are loaded.
-    pub fn new(s: &Scenario, webhook_url: Option<&str>, log: bool) -> Result<Self, AuthError> {
-        let webhook = webhook_url
-            .map(|u| {
+    /// Builds the emulator for a scenario. `webhook` is where custom allocation goes: a URL it
+    /// POSTs to (the scenario's `target.url`, or the embedded reference webhook the caller
+    /// started), or the embedded reference webhook called in-process. With `persist` set,
+    /// earlier registrations and hubs are loaded.
+    pub(crate) fn new(s: &Scenario, webhook: Webhook<'_>, log: bool) -> Result<Self, AuthError> {
+        let webhook = match webhook {
+            Webhook::None => None,
+            Webhook::InProcess(config) => Some(WebhookClient::in_process(config, s.target.timeout)),
+            Webhook::Url(u) => Some(
                 WebhookClient::new(
                     u,
                     s.target.function_key.as_ref().map(|k| k.expose()),
@@ -178,9 +192,9 @@ impl Emulator {
                     64,
                     s.target.ca.as_deref(),
                 )
-                .map_err(|e| AuthError::Config(e.to_string()))
-            })
-            .transpose()?;
+                .map_err(|e| AuthError::Config(e.to_string()))?,
+            ),
+        };
         let mut hubs: HashMap<String, Hub> = s
             .emulator
             .hubs

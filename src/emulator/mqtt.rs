@@ -14,15 +14,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
 use rumqttc::mqttbytes::v4::{
     ConnAck, ConnectReturnCode, Packet, PubAck, Publish, SubAck, SubscribeReasonCode, UnsubAck,
 };
-use rumqttc::mqttbytes::{Error as CodecError, QoS};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use rumqttc::mqttbytes::QoS;
+use tokio::io::{AsyncRead, AsyncWrite};
 
 use super::{Device, Emulator, Reply};
 use crate::dps::wire::{self, RegisterBody, Request};
+use crate::mqtt::{FrameError, Framed};
 
 /// Time a new connection has to send CONNECT (default of `serve::Options::connect_timeout`).
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,45 +47,35 @@ pub enum ConnectionEnd {
 }
 
 struct Conn<S> {
-    io: S,
-    buf: BytesMut,
-    out: BytesMut,
+    f: Framed<S>,
     next_pkid: u16,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    /// The next packet, `None` at a clean end of stream.
-    async fn read(&mut self) -> Result<Option<Packet>, ConnectionEnd> {
-        loop {
-            match Packet::read(&mut self.buf, MAX_PACKET) {
-                Ok(p) => return Ok(Some(p)),
-                Err(CodecError::InsufficientBytes(_)) => {}
-                Err(e) => return Err(ConnectionEnd::Protocol(e.to_string())),
-            }
-            // Nothing more to act on: send what was queued before waiting for the client.
-            self.flush_queued().await?;
-            if self.io.read_buf(&mut self.buf).await? == 0 {
-                return if self.buf.is_empty() {
-                    Ok(None)
-                } else {
-                    Err(ConnectionEnd::Protocol(
-                        "connection closed mid-packet".into(),
-                    ))
-                };
-            }
+impl From<FrameError> for ConnectionEnd {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(io) => ConnectionEnd::Io(io),
+            FrameError::Protocol(p) => ConnectionEnd::Protocol(p),
         }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// The next packet, `None` at a clean end of stream; what was queued goes out first.
+    async fn read(&mut self) -> Result<Option<Packet>, ConnectionEnd> {
+        Ok(self.f.read().await?)
     }
 
     /// Reads until the protocol level of a CONNECT is in the buffer: `Some(level)`, or `None`
     /// when the first packet is not a CONNECT (the decoder then says what it is).
     async fn peek_connect_level(&mut self) -> Result<Option<u8>, ConnectionEnd> {
         loop {
-            match connect_level(&self.buf) {
+            match connect_level(self.f.received()) {
                 Peek::Level(l) => return Ok(Some(l)),
                 Peek::NotConnect => return Ok(None),
                 Peek::NeedMore => {}
             }
-            if self.io.read_buf(&mut self.buf).await? == 0 {
+            if !self.f.fill().await? {
                 return Ok(None);
             }
         }
@@ -93,26 +83,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 
     /// Writes `p` and everything queued before it, now.
     async fn write(&mut self, p: Packet) -> Result<(), ConnectionEnd> {
-        self.queue(p)?;
-        self.flush_queued().await
+        Ok(self.f.write(&p).await?)
     }
 
-    /// Queues `p` behind what is queued (order is kept); it goes out before the next read waits
-    /// for the client. A PUBACK and the response it precedes leave in one segment instead of
-    /// two: half the loopback syscalls and packets per registration on both sides.
+    /// Queues `p`; it goes out before the next read waits for the client, so a PUBACK and the
+    /// response it precedes leave in one segment.
     fn queue(&mut self, p: Packet) -> Result<(), ConnectionEnd> {
-        p.write(&mut self.out, usize::MAX)
-            .map_err(|e| ConnectionEnd::Protocol(e.to_string()))?;
-        Ok(())
-    }
-
-    async fn flush_queued(&mut self) -> Result<(), ConnectionEnd> {
-        if !self.out.is_empty() {
-            self.io.write_all(&self.out).await?;
-            self.io.flush().await?;
-            self.out.clear();
-        }
-        Ok(())
+        Ok(self.f.queue(&p)?)
     }
 
     fn respond(&mut self, rid: &str, reply: Reply) -> Result<(), ConnectionEnd> {
@@ -167,9 +144,7 @@ pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(
     connect_timeout: Duration,
 ) -> Result<(), ConnectionEnd> {
     let mut c = Conn {
-        io,
-        buf: BytesMut::with_capacity(4096),
-        out: BytesMut::with_capacity(1024),
+        f: Framed::new(io, MAX_PACKET, 2048),
         next_pkid: 0,
     };
     // MQTT 3.1.1 §3.2.2.3: a protocol level other than 4 gets CONNACK 1. The level is read off

@@ -17,7 +17,7 @@ pub use crate::listen::Limits;
 use tokio_rustls::TlsAcceptor;
 
 use super::{mqtt, tls, AuthError, Emulator};
-use crate::scenario::Scenario;
+use crate::scenario::{Scenario, WebhookTransport};
 use crate::webhook::server;
 
 /// Where to listen.
@@ -131,16 +131,29 @@ enum Proto {
 /// Starts the emulator for a scenario.
 pub async fn start(s: &Scenario, opts: &Options) -> Result<Running, ServeError> {
     let mut addrs = Addrs::default();
-    let webhook = server::spawn_embedded(s.embedded_webhook())
-        .await
-        .map_err(|(addr, source)| ServeError::Bind { addr, source })?;
+    let embedded = s.embedded_webhook();
+    let in_process = s.emulator.webhook == WebhookTransport::InProcess;
+    let (webhook, in_process_config) = match embedded {
+        Some(config) if in_process => (None, Some(config)),
+        other => (
+            server::spawn_embedded(other)
+                .await
+                .map_err(|(addr, source)| ServeError::Bind { addr, source })?,
+            None,
+        ),
+    };
     addrs.webhook = webhook.as_ref().map(|w| w.addr);
     let url = match (&s.target.url, &webhook) {
         (Some(u), _) => Some(u.expose().to_owned()),
         (None, Some(w)) => Some(format!("http://{}/api/HttpTrigger1", w.addr)),
         (None, None) => None,
     };
-    let emulator = Arc::new(Emulator::new(s, url.as_deref(), opts.log)?);
+    let target = match (url.as_deref(), in_process_config) {
+        (Some(u), _) => super::Webhook::Url(u),
+        (None, Some(config)) => super::Webhook::InProcess(config),
+        (None, None) => super::Webhook::None,
+    };
+    let emulator = Arc::new(Emulator::new(s, target, opts.log)?);
     let needs_tls = opts.mqtt.is_some() || opts.https.is_some();
     let tls = match (&opts.tls, needs_tls) {
         (_, false) => None,

@@ -75,6 +75,10 @@ pub struct Phases {
     pub throttled: u32,
     /// The twin was read and checked.
     pub twin_checked: bool,
+    /// Connect attempts after the first (`target.connect_retries`).
+    pub connect_retries: u32,
+    /// Connect attempts that ran past `target.connect_timeout`.
+    pub connect_timeouts: u32,
 }
 
 /// Histograms of the phases (µs; polls as counts).
@@ -96,6 +100,10 @@ pub struct PhaseHistos {
     pub throttled_devices: u64,
     /// Twins read and checked.
     pub twins_checked: u64,
+    /// Connect attempts after the first.
+    pub connect_retries: u64,
+    /// Connect attempts that timed out.
+    pub connect_timeouts: u64,
 }
 
 impl Default for PhaseHistos {
@@ -117,6 +125,8 @@ impl PhaseHistos {
             throttled: 0,
             throttled_devices: 0,
             twins_checked: 0,
+            connect_retries: 0,
+            connect_timeouts: 0,
         }
     }
 
@@ -134,6 +144,8 @@ impl PhaseHistos {
         self.throttled += u64::from(p.throttled);
         self.throttled_devices += u64::from(p.throttled > 0);
         self.twins_checked += u64::from(p.twin_checked);
+        self.connect_retries += u64::from(p.connect_retries);
+        self.connect_timeouts += u64::from(p.connect_timeouts);
     }
 }
 

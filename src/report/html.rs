@@ -427,8 +427,9 @@ pub(crate) fn render(s: &Summary, spectrum: &str, timeline: &str, extra: &str) -
     if let Some(p) = &s.phases {
         let _ = writeln!(
             o,
-            "<p>Polls per device p50 {} / p99 {} / max {}; 429 answers {} ({} devices); twins checked {}.</p>",
-            p.polls.p50, p.polls.p99, p.polls.max, p.throttled_429, p.throttled_devices, p.twins_checked
+            "<p>Polls per device p50 {} / p99 {} / max {}; 429 answers {} ({} devices); twins checked {}; connect attempts timed out {}, retried {}.</p>",
+            p.polls.p50, p.polls.p99, p.polls.max, p.throttled_429, p.throttled_devices, p.twins_checked,
+            p.connect_timeouts, p.connect_retries
         );
     }
     let _ = writeln!(o, "<h2>Over time</h2>{timeline}");

@@ -375,6 +375,8 @@ pub(crate) fn merge(
             p.throttled += u(&v["phases"]["throttled_429"]);
             p.throttled_devices += u(&v["phases"]["throttled_devices"]);
             p.twins_checked += u(&v["phases"]["twins_checked"]);
+            p.connect_retries += u(&v["phases"]["connect_retries"]);
+            p.connect_timeouts += u(&v["phases"]["connect_timeouts"]);
         }
     }
     m.samples = m.completed + m.failed + m.timed_out;

@@ -116,6 +116,10 @@ pub(crate) struct PhaseSummary {
     pub throttled_devices: u64,
     /// Twins read from the hubs and checked.
     pub twins_checked: u64,
+    /// Connect attempts after the first (`target.connect_retries`).
+    pub connect_retries: u64,
+    /// Connect attempts that ran past `target.connect_timeout`.
+    pub connect_timeouts: u64,
 }
 
 /// One threshold's verdict.
@@ -391,6 +395,8 @@ impl Summary {
                 throttled_429: p.throttled,
                 throttled_devices: p.throttled_devices,
                 twins_checked: p.twins_checked,
+                connect_retries: p.connect_retries,
+                connect_timeouts: p.connect_timeouts,
             }),
             thresholds: Vec::new(),
             aborted_by: None,

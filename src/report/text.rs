@@ -221,6 +221,13 @@ pub(crate) fn render(s: &Summary) -> String {
             "  polls per device: p50 {} p99 {} max {}; 429 answers {} ({} devices); twins checked {}",
             p.polls.p50, p.polls.p99, p.polls.max, p.throttled_429, p.throttled_devices, p.twins_checked
         );
+        if p.connect_retries + p.connect_timeouts > 0 {
+            let _ = writeln!(
+                o,
+                "  connect attempts: {} timed out, {} retried",
+                p.connect_timeouts, p.connect_retries
+            );
+        }
     }
     let lag = s.schedule_lag_us.p99;
     if lag > 10_000 && lag * 5 > s.latency_us.p99 {

@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::dial::Dialer;
 use crate::driver::device::twin::TwinReader;
 use crate::driver::device::Endpoint;
 use crate::emulator::serve::{self, Options, Running};
@@ -69,6 +70,17 @@ fn mozilla_roots() -> rustls::RootCertStore {
     }
 }
 
+/// The dialer for `host:port`: the scenario's source addresses of the destination's family
+/// (loopback IPv4 targets spread over 16 addresses unless told otherwise). A name that does not
+/// resolve here gets the kernel's choice; its connects will report the failure.
+async fn dialer(d: &crate::scenario::DeviceTarget, host: &str, port: u16) -> Arc<Dialer> {
+    let sources = match crate::dial::resolve(host, port).await {
+        Ok(dest) => d.source_addrs.for_destination(dest.ip()),
+        Err(_) => Vec::new(),
+    };
+    Arc::new(Dialer::new(sources))
+}
+
 /// Starts what the scenario needs.
 pub(crate) async fn prepare(s: &Scenario) -> Result<Setup, SetupError> {
     let d = &s.target.device;
@@ -97,6 +109,9 @@ pub(crate) async fn prepare(s: &Scenario) -> Result<Setup, SetupError> {
                     .id_scope
                     .clone()
                     .unwrap_or_else(|| s.emulator.id_scope.clone()),
+                dialer: dialer(d, host, *port).await,
+                connect_timeout: d.connect_timeout,
+                connect_retries: d.connect_retries,
             },
             twins,
             emulator: None,
@@ -158,6 +173,9 @@ pub(crate) async fn prepare(s: &Scenario) -> Result<Setup, SetupError> {
                 .id_scope
                 .clone()
                 .unwrap_or_else(|| running.emulator.id_scope().to_owned()),
+            dialer: dialer(d, "127.0.0.1", port).await,
+            connect_timeout: d.connect_timeout,
+            connect_retries: d.connect_retries,
         },
         twins,
         emulator: Some(running),

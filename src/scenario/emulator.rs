@@ -37,6 +37,19 @@ pub struct EmulatorOptions {
     pub key_pinning: bool,
     /// Accepted clock skew on SAS expiry.
     pub sas_skew: Duration,
+    /// How the emulator reaches the embedded reference webhook (a scenario's own `target.url`
+    /// is always called over HTTP).
+    pub webhook: WebhookTransport,
+}
+
+/// `[emulator] webhook`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookTransport {
+    /// Called in this process: the same request body and the same answer, without a loopback
+    /// HTTP exchange per registration (the default: that exchange measures the harness).
+    InProcess,
+    /// Served on a loopback HTTP port and POSTed to, as DPS reaches a function.
+    Http,
 }
 
 impl Default for EmulatorOptions {
@@ -53,6 +66,7 @@ impl Default for EmulatorOptions {
             persist: None,
             key_pinning: true,
             sas_skew: Duration::from_secs(300),
+            webhook: WebhookTransport::InProcess,
         }
     }
 }
@@ -195,6 +209,19 @@ impl Validator<'_> {
         }
         o.immediate = e.immediate.unwrap_or(false);
         o.key_pinning = e.key_pinning.unwrap_or(true);
+        if let Some(w) = &e.webhook {
+            o.webhook = match w.get_ref().as_str() {
+                "in-process" => WebhookTransport::InProcess,
+                "http" => WebhookTransport::Http,
+                other => {
+                    return self.err(
+                        w.span(),
+                        "emulator.webhook",
+                        format!("`{other}`: choose \"in-process\" or \"http\""),
+                    )
+                }
+            };
+        }
         o.persist = e.persist.as_ref().map(PathBuf::from);
         if let Some(t) = &e.throttle {
             let mut th = Throttle::default();

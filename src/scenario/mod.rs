@@ -8,8 +8,8 @@ mod classes;
 mod device;
 mod emulator;
 
-pub use device::{DeviceTarget, Trust};
-pub use emulator::{Allocation, EmulatorOptions, HubOptions, Throttle};
+pub use device::{DeviceTarget, SourceAddrs, Trust};
+pub use emulator::{Allocation, EmulatorOptions, HubOptions, Throttle, WebhookTransport};
 mod enrollment;
 mod error;
 pub mod flags;

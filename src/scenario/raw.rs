@@ -77,6 +77,18 @@ pub(crate) struct Target {
     pub backoff_max: Option<S<String>>,
     pub verify_twins: Option<bool>,
     pub twin_rate: Option<S<f64>>,
+    pub source_addrs: Option<S<SourceAddrs>>,
+    pub connect_timeout: Option<S<String>>,
+    pub connect_retries: Option<u32>,
+}
+
+/// `source_addrs = 8`, `["127.0.0.2", "127.0.0.3"]` or `false`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum SourceAddrs {
+    Count(i64),
+    List(Vec<String>),
+    Switch(bool),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -249,6 +261,7 @@ pub(crate) struct Emulator {
     pub persist: Option<String>,
     pub key_pinning: Option<bool>,
     pub sas_skew: Option<S<String>>,
+    pub webhook: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

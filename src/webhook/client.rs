@@ -41,10 +41,24 @@ pub(crate) enum SetupError {
 /// The webhook, ready to be called.
 #[derive(Debug, Clone)]
 pub(crate) struct WebhookClient {
+    transport: Transport,
+    timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+struct Http {
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     uri: Uri,
     function_key: Option<HeaderValue>,
-    timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+enum Transport {
+    /// POSTs over HTTP(S).
+    Http(Box<Http>),
+    /// The embedded reference webhook in this process: the same body in, the same status and
+    /// body out (and the same delay), without a loopback HTTP exchange per call.
+    InProcess(std::sync::Arc<crate::webhook::server::Responder>),
 }
 
 /// One allocation: the final result and how it was reached.
@@ -100,11 +114,23 @@ impl WebhookClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .build(connector);
         Ok(Self {
-            client,
-            uri,
-            function_key,
+            transport: Transport::Http(Box::new(Http {
+                client,
+                uri,
+                function_key,
+            })),
             timeout,
         })
+    }
+
+    /// The embedded reference webhook, called in-process; `timeout` applies as over HTTP.
+    pub(crate) fn in_process(config: crate::webhook::server::Config, timeout: Duration) -> Self {
+        Self {
+            transport: Transport::InProcess(std::sync::Arc::new(
+                crate::webhook::server::Responder::new(config),
+            )),
+            timeout,
+        }
     }
 
     /// Calls the webhook until DPS would stop: the first answer that is final under `rules`, or
@@ -149,18 +175,31 @@ impl WebhookClient {
 
     /// One POST: the answer, how it ended, and the transport error if any.
     pub(crate) async fn call(&self, body: Bytes) -> (Option<(u16, Bytes)>, End, Option<Failure>) {
-        let mut req = Request::post(self.uri.clone()).header(
+        let (client, uri, function_key) = match &self.transport {
+            Transport::Http(h) => (&h.client, &h.uri, &h.function_key),
+            Transport::InProcess(responder) => {
+                return match tokio::time::timeout(self.timeout, responder.answer(&body)).await {
+                    Ok(reply) => (
+                        Some((reply.status, Bytes::from(reply.body))),
+                        End::Answered,
+                        None,
+                    ),
+                    Err(_) => (None, End::TimedOut, Some(self.timed_out())),
+                };
+            }
+        };
+        let mut req = Request::post(uri.clone()).header(
             CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
-        if let Some(k) = &self.function_key {
+        if let Some(k) = function_key {
             req = req.header(FUNCTIONS_KEY, k.clone());
         }
         let req = req
             .body(Full::new(body))
             .expect("a POST with a valid URI is a valid request");
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| failure(&e))?;
+            let resp = client.request(req).await.map_err(|e| failure(&e))?;
             let status = resp.status().as_u16();
             let body = Limited::new(resp.into_body(), MAX_RESPONSE)
                 .collect()
@@ -171,16 +210,16 @@ impl WebhookClient {
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(r)) => (Some(r), End::Answered, None),
             Ok(Err(f)) => (None, End::Transport, Some(f)),
-            Err(_) => (
-                None,
-                End::TimedOut,
-                Some(Failure::new(
-                    End::TimedOut,
-                    Source::Timeout,
-                    format!("no answer within {:?}", self.timeout),
-                )),
-            ),
+            Err(_) => (None, End::TimedOut, Some(self.timed_out())),
         }
+    }
+
+    fn timed_out(&self) -> Failure {
+        Failure::new(
+            End::TimedOut,
+            Source::Timeout,
+            format!("no answer within {:?}", self.timeout),
+        )
     }
 }
 

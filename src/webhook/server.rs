@@ -43,13 +43,47 @@ pub struct Config {
     pub limits: Limits,
 }
 
+/// The reference webhook's answers without the HTTP around them: what the server serves, and
+/// what the embedded emulator calls in-process (`[emulator] webhook = "in-process"`), so both
+/// give the same answer, delay and fault to the same body.
 #[derive(Debug)]
-struct State {
+pub(crate) struct Responder {
     config: Config,
     /// Calls per registration ID, kept only when a rule limits itself to the first N calls.
     /// std Mutex: never held across an await.
     calls: Mutex<HashMap<String, u32>>,
     counts_calls: bool,
+}
+
+impl Responder {
+    /// A responder for `config`.
+    pub(crate) fn new(config: Config) -> Self {
+        let counts_calls = config.faults.iter().any(|r| r.fault.first_calls.is_some());
+        Self {
+            config,
+            calls: Mutex::new(HashMap::new()),
+            counts_calls,
+        }
+    }
+
+    /// The answer to an AllocationRequest body (after the fault's delay, if one applies).
+    pub(crate) async fn answer(&self, body: &[u8]) -> Reply {
+        let fault = if self.config.faults.is_empty() {
+            None
+        } else {
+            select_fault(self, body)
+        };
+        if let Some(delay) = fault.and_then(|r| r.fault.delay) {
+            tokio::time::sleep(delay).await;
+        }
+        match fault.and_then(|r| r.fault.action.as_ref()) {
+            Some(action) => action.reply(),
+            None if self.config.echo_payload => {
+                super::policy::echo_payload(self.config.policy.respond(body), body)
+            }
+            None => self.config.policy.respond(body),
+        }
+    }
 }
 
 /// A server running in the background of this process.
@@ -106,12 +140,7 @@ pub(crate) async fn run(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let counts_calls = config.faults.iter().any(|r| r.fault.first_calls.is_some());
-    let state = Arc::new(State {
-        config,
-        calls: Mutex::new(HashMap::new()),
-        counts_calls,
-    });
+    let state = Arc::new(Responder::new(config));
     let graceful = GracefulShutdown::new();
     let limits = state.config.limits;
     let conns = crate::listen::accept(listener, "reference webhook", limits, shutdown, |stream| {
@@ -162,7 +191,7 @@ struct ProbeCtx {
 
 async fn handle(
     req: Request<Incoming>,
-    state: Arc<State>,
+    state: Arc<Responder>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if req.method() != Method::POST {
         return Ok(reply(Reply {
@@ -181,27 +210,12 @@ async fn handle(
             }))
         }
     };
-    let fault = if state.config.faults.is_empty() {
-        None
-    } else {
-        select_fault(&state, &body)
-    };
-    if let Some(delay) = fault.and_then(|r| r.fault.delay) {
-        tokio::time::sleep(delay).await;
-    }
-    let answer = match fault.and_then(|r| r.fault.action.as_ref()) {
-        Some(action) => action.reply(),
-        None if state.config.echo_payload => {
-            super::policy::echo_payload(state.config.policy.respond(&body), &body)
-        }
-        None => state.config.policy.respond(&body),
-    };
-    Ok(reply(answer))
+    Ok(reply(state.answer(&body).await))
 }
 
 /// Only called when fault rules exist: it reads the registration ID with a parse that skips every
 /// other field, so the common no-fault path parses the body once (in the policy).
-fn select_fault<'a>(state: &'a State, body: &[u8]) -> Option<&'a Rule> {
+fn select_fault<'a>(state: &'a Responder, body: &[u8]) -> Option<&'a Rule> {
     let id = serde_json::from_slice::<Probe>(body)
         .ok()?
         .ctx?

@@ -43,6 +43,12 @@ pub(crate) struct Endpoint {
     pub tls: Option<Arc<rustls::ClientConfig>>,
     /// ID scope.
     pub id_scope: String,
+    /// Opens the TCP connections (spread over source addresses).
+    pub dialer: Arc<crate::dial::Dialer>,
+    /// One connect attempt's limit (TCP + TLS + CONNACK).
+    pub connect_timeout: Duration,
+    /// Connect attempts after a first that failed on the network or timed out.
+    pub connect_retries: u32,
 }
 
 /// One device's registration as a transport gets it.

@@ -1,48 +1,60 @@
-//! One device registration over MQTT with rumqttc (dps-protocol.md §3.8): its own connection
-//! (that is what devices do), client id = registration id, username with api-version 2019-03-31
-//! and a `ClientVersion` naming loadtest, SAS password, clean session, keep-alive 60 s; subscribe,
+//! One device registration over MQTT 3.1.1 (dps-protocol.md §3.8): its own connection (that is
+//! what devices do), client id = registration id, username with api-version 2019-03-31 and a
+//! `ClientVersion` naming loadtest, SAS password, clean session, keep-alive 60 s; subscribe,
 //! register at QoS 1, poll after `retry-after`, re-send after 429, disconnect.
 //!
 //! The register/poll/back-off logic is [`Session`]'s (shared with the HTTPS transport); this file
 //! only speaks MQTT. Every way it can go wrong ends as a classified [`Attempt`] failure, never a
-//! hang (the caller's per-device timeout) or a panic: network (connect refused/reset), TLS
-//! (handshake), target (CONNACK refusal, error status, malformed JSON).
+//! hang (the caller's per-device timeout) or a panic: network (connect refused/reset/timed out),
+//! TLS (handshake), target (CONNACK refusal, SUBACK failure, error status, malformed JSON).
+//!
+//! Packets are rumqttc's `mqttbytes` codec over [`Framed`]; the client state machine is written
+//! here rather than taken from rumqttc's `AsyncClient` because rumqttc 0.25 cannot bind a local
+//! address (connection-per-device load runs out of source ports on one address), and its
+//! per-client event loop, request channel and in-flight tables cost more memory and CPU per
+//! device than a four-packet exchange needs. What leaves together goes in one write: SUBSCRIBE
+//! with the register PUBLISH, and the last PUBACK with DISCONNECT.
 
 use std::time::Duration;
 
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport,
+use rumqttc::mqttbytes::v4::{
+    ConnectReturnCode, Packet, PubAck, Publish, Subscribe, SubscribeReasonCode,
 };
+use rumqttc::mqttbytes::QoS;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::{Attempt, Registering, CLIENT_VERSION};
+use crate::dial;
 use crate::dps::codes;
 use crate::dps::session::{Answer, Request, Session, Step};
 use crate::dps::wire;
+use crate::mqtt::{FrameError, Framed};
 use crate::outcome::{End, Failure, Source};
 
-fn classify(e: &ConnectionError) -> Failure {
+/// Keep-alive declared in CONNECT; a PINGREQ goes out when nothing was sent for this long.
+const KEEP_ALIVE: Duration = Duration::from_secs(60);
+/// Largest packet accepted: DPS's 96 KB message limit plus room for the topic and header.
+const MAX_PACKET: usize = wire::MAX_MESSAGE + 1024;
+/// First read buffer: a registration response is about 600 bytes.
+const READ_BUFFER: usize = 1024;
+
+fn network(message: impl Into<String>) -> Failure {
+    Failure::new(End::Transport, Source::Network, message)
+}
+
+fn io_failure(e: &std::io::Error) -> Failure {
+    match dial::generator_limit(e) {
+        Some(why) => Failure::generator(why),
+        None => network(e.to_string()),
+    }
+}
+
+fn frame_failure(e: FrameError) -> Failure {
     match e {
-        ConnectionError::ConnectionRefused(code) => {
-            Failure::target(format!("CONNACK refused: {code:?}")).with_code(
-                matches!(
-                    code,
-                    rumqttc::ConnectReturnCode::NotAuthorized
-                        | rumqttc::ConnectReturnCode::BadUserNamePassword
-                )
-                .then_some(codes::UNAUTHORIZED),
-            )
-        }
-        ConnectionError::Tls(t) => Failure::new(
-            End::Transport,
-            Source::Tls,
-            format!("TLS handshake failed: {t}"),
-        ),
-        ConnectionError::Io(io) => Failure::new(End::Transport, Source::Network, io.to_string()),
-        ConnectionError::NetworkTimeout => {
-            Failure::new(End::TimedOut, Source::Network, "connect timed out")
-        }
-        other => Failure::new(End::Transport, Source::Target, other.to_string()),
+        FrameError::Io(io) => io_failure(&io),
+        FrameError::Protocol(p) => Failure::target(format!("malformed MQTT: {p}")),
     }
 }
 
@@ -54,87 +66,219 @@ fn topic(r: &Request) -> String {
     }
 }
 
+/// A connected, CONNACKed device.
+enum Connected {
+    Plain(Framed<TcpStream>),
+    Tls(Box<Framed<tokio_rustls::client::TlsStream<TcpStream>>>),
+}
+
 /// Registers one device; returns when it reaches a terminal status or fails. The registration
 /// logic is the [`Session`]'s; this only moves its requests and answers over MQTT.
 pub(crate) async fn register(r: &Registering<'_>) -> Attempt {
-    let (ep, id, body) = (r.endpoint, r.id, r.body);
     let mut a = Attempt::default();
-    let mut opts = MqttOptions::new(id, ep.host.clone(), ep.port);
-    opts.set_credentials(wire::username(&ep.id_scope, id, CLIENT_VERSION), r.token);
-    opts.set_keep_alive(Duration::from_secs(60));
-    opts.set_clean_session(true);
-    opts.set_max_packet_size(wire::MAX_MESSAGE + 1024, wire::MAX_MESSAGE + 1024);
-    if let Some(tls) = &ep.tls {
-        opts.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
-            tls.clone(),
-        )));
-    }
-    let (client, mut events) = AsyncClient::new(opts, 8);
     let start = Instant::now();
-    // CONNACK.
-    loop {
-        match events.poll().await {
-            Ok(Event::Incoming(Packet::ConnAck(_))) => break,
-            Ok(_) => {}
-            Err(e) => return a.fail(classify(&e)),
+    let ep = r.endpoint;
+    let connected = loop {
+        let failure = match tokio::time::timeout(ep.connect_timeout, connect(r)).await {
+            Ok(Ok(c)) => break c,
+            Ok(Err(f)) => f,
+            Err(_) => {
+                a.phases.connect_timeouts += 1;
+                Failure::new(
+                    End::TimedOut,
+                    Source::Network,
+                    format!("connect timed out ({:?})", ep.connect_timeout),
+                )
+            }
+        };
+        // Only the network is worth another try; a refusal or a handshake failure repeats.
+        if failure.source == Source::Network && a.phases.connect_retries < ep.connect_retries {
+            a.phases.connect_retries += 1;
+            continue;
+        }
+        return a.fail(failure);
+    };
+    a.phases.connect = Some(start.elapsed());
+    match connected {
+        Connected::Plain(f) => registration(r, f, a).await,
+        Connected::Tls(f) => registration(r, *f, a).await,
+    }
+}
+
+/// TCP (from the next source address), TLS when configured, CONNECT → CONNACK.
+async fn connect(r: &Registering<'_>) -> Result<Connected, Failure> {
+    let ep = r.endpoint;
+    let dest = dial::resolve(&ep.host, ep.port)
+        .await
+        .map_err(|e| network(format!("{}: {e}", ep.host)))?;
+    let tcp = ep.dialer.connect(dest).await.map_err(|e| io_failure(&e))?;
+    match &ep.tls {
+        None => {
+            let mut f = Framed::new(tcp, MAX_PACKET, READ_BUFFER);
+            handshake(r, &mut f).await?;
+            Ok(Connected::Plain(f))
+        }
+        Some(config) => {
+            let name = rustls::pki_types::ServerName::try_from(ep.host.clone()).map_err(|e| {
+                Failure::new(End::Transport, Source::Tls, format!("server name: {e}"))
+            })?;
+            let tls = tokio_rustls::TlsConnector::from(config.clone())
+                .connect(name, tcp)
+                .await
+                .map_err(|e| {
+                    Failure::new(
+                        End::Transport,
+                        Source::Tls,
+                        format!("TLS handshake failed: {e}"),
+                    )
+                })?;
+            let mut f = Framed::new(tls, MAX_PACKET, READ_BUFFER);
+            handshake(r, &mut f).await?;
+            Ok(Connected::Tls(Box::new(f)))
         }
     }
-    a.phases.connect = Some(start.elapsed());
-    if client
-        .subscribe(wire::RESPONSE_FILTER, QoS::AtLeastOnce)
-        .await
-        .is_err()
-    {
-        return a.fail(Failure::generator("client queue closed"));
+}
+
+async fn handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    r: &Registering<'_>,
+    f: &mut Framed<S>,
+) -> Result<(), Failure> {
+    let mut c = rumqttc::mqttbytes::v4::Connect::new(r.id);
+    c.keep_alive = KEEP_ALIVE.as_secs() as u16;
+    c.clean_session = true;
+    c.set_login(
+        wire::username(&r.endpoint.id_scope, r.id, CLIENT_VERSION),
+        r.token,
+    );
+    f.write(&Packet::Connect(c)).await.map_err(frame_failure)?;
+    match f.read().await.map_err(frame_failure)? {
+        None => Err(network("connection closed before CONNACK")),
+        Some(Packet::ConnAck(ack)) => match ack.code {
+            ConnectReturnCode::Success => Ok(()),
+            code => Err(
+                Failure::target(format!("CONNACK refused: {code:?}")).with_code(
+                    matches!(
+                        code,
+                        ConnectReturnCode::NotAuthorized | ConnectReturnCode::BadUserNamePassword
+                    )
+                    .then_some(codes::UNAUTHORIZED),
+                ),
+            ),
+        },
+        Some(other) => Err(Failure::target(format!("expected CONNACK, got {other:?}"))),
     }
+}
+
+/// What woke the session up.
+enum Wake {
+    Packet(Packet),
+    Closed,
+    Timer,
+}
+
+/// Subscribe, register, answer and poll until the session ends, then disconnect.
+async fn registration<S: AsyncRead + AsyncWrite + Unpin>(
+    r: &Registering<'_>,
+    mut f: Framed<S>,
+    a: Attempt,
+) -> Attempt {
+    let mut a = a;
     let registered = Instant::now();
     let (mut session, first) = Session::start(r.polling, "res/");
-    let send = |r: &Request| {
-        let payload = match r {
-            Request::Register { .. } => body.to_vec(),
-            Request::Poll { .. } => b" ".to_vec(),
+    let mut pkid: u16 = 1;
+    let publish = |f: &mut Framed<S>, req: &Request, pkid: &mut u16| {
+        *pkid = pkid.checked_add(1).unwrap_or(2);
+        let payload: &[u8] = match req {
+            Request::Register { .. } => r.body,
+            Request::Poll { .. } => b" ",
         };
-        client.publish(topic(r), QoS::AtLeastOnce, false, payload)
+        let mut p = Publish::new(topic(req), QoS::AtLeastOnce, payload);
+        p.pkid = *pkid;
+        f.queue(&Packet::Publish(p))
     };
-    let _ = send(&first).await;
-    let outcome = loop {
-        let ev = match events.poll().await {
-            Ok(ev) => ev,
-            Err(e) => break Err(classify(&e)),
-        };
-        let Event::Incoming(Packet::Publish(p)) = ev else {
-            continue;
-        };
-        let Some((status, rid, retry_after)) = wire::parse_response(&p.topic) else {
-            continue;
-        };
-        let step = session.on_answer(Answer {
-            status,
-            rid: Some(&rid),
-            retry_after,
-            body: &p.payload,
-        });
-        if session.answered() && a.phases.first_response.is_none() {
-            a.phases.first_response = Some(registered.elapsed());
-        }
-        match step {
-            Step::Ignore => {}
-            Step::Send(wait, r) => {
-                tokio::time::sleep(wait).await;
-                let _ = send(&r).await;
+    let mut sub = Subscribe::new(wire::RESPONSE_FILTER, QoS::AtLeastOnce);
+    sub.pkid = pkid;
+    let queued = f
+        .queue(&Packet::Subscribe(sub))
+        .and_then(|()| publish(&mut f, &first, &mut pkid));
+    if let Err(e) = queued {
+        return a.fail(frame_failure(e));
+    }
+    let mut pending: Option<(Instant, Request)> = None;
+    let mut last_sent = Instant::now();
+    let outcome: Result<_, Failure> = loop {
+        let wake = match f.buffered() {
+            Err(e) => break Err(frame_failure(e)),
+            Ok(Some(p)) => Wake::Packet(p),
+            Ok(None) => {
+                if let Err(e) = f.flush().await {
+                    break Err(frame_failure(e));
+                }
+                let ping_at = last_sent + KEEP_ALIVE;
+                let at = pending.as_ref().map_or(ping_at, |(t, _)| (*t).min(ping_at));
+                tokio::select! {
+                    more = f.fill() => match more {
+                        Ok(true) => continue,
+                        Ok(false) => Wake::Closed,
+                        Err(e) => break Err(frame_failure(e)),
+                    },
+                    () = tokio::time::sleep_until(at) => Wake::Timer,
+                }
             }
-            Step::Done(result) => break result,
+        };
+        let queued = match wake {
+            Wake::Closed => break Err(network("connection closed before a terminal status")),
+            Wake::Timer => {
+                last_sent = Instant::now();
+                match pending.take() {
+                    Some((t, req)) if t <= last_sent => publish(&mut f, &req, &mut pkid),
+                    other => {
+                        pending = other;
+                        f.queue(&Packet::PingReq)
+                    }
+                }
+            }
+            Wake::Packet(Packet::SubAck(s)) => {
+                if s.return_codes.contains(&SubscribeReasonCode::Failure) {
+                    break Err(Failure::target("SUBACK refused the response topic"));
+                }
+                Ok(())
+            }
+            Wake::Packet(Packet::Publish(p)) => {
+                let acked = if p.qos == QoS::AtMostOnce {
+                    Ok(())
+                } else {
+                    f.queue(&Packet::PubAck(PubAck::new(p.pkid)))
+                };
+                let Some((status, rid, retry_after)) = wire::parse_response(&p.topic) else {
+                    continue;
+                };
+                let step = session.on_answer(Answer {
+                    status,
+                    rid: Some(&rid),
+                    retry_after,
+                    body: &p.payload,
+                });
+                if session.answered() && a.phases.first_response.is_none() {
+                    a.phases.first_response = Some(registered.elapsed());
+                }
+                match step {
+                    Step::Ignore => {}
+                    Step::Send(wait, req) => pending = Some((Instant::now() + wait, req)),
+                    Step::Done(result) => break result,
+                }
+                acked
+            }
+            // PUBACKs of our requests, PINGRESP, and anything else a server may send.
+            Wake::Packet(_) => Ok(()),
+        };
+        if let Err(e) = queued {
+            break Err(frame_failure(e));
         }
     };
-    let _ = client.disconnect().await;
-    // Flush the DISCONNECT (bounded: the server may already be gone).
-    let _ = tokio::time::timeout(Duration::from_millis(200), async {
-        while let Ok(ev) = events.poll().await {
-            if matches!(ev, Event::Outgoing(rumqttc::Outgoing::Disconnect)) {
-                break;
-            }
-        }
-    })
-    .await;
+    // The last PUBACK and DISCONNECT leave together; a server already gone is no failure.
+    if f.queue(&Packet::Disconnect).is_ok() {
+        let _ = tokio::time::timeout(Duration::from_millis(200), f.shutdown()).await;
+    }
     a.finish(session.counts, outcome, registered)
 }

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Device-registration benchmarks (the numbers of the registration-drivers issue), release build:
-#   1. scenarios/bench-mqtt.toml as shipped: plain-TCP MQTT, 5,000/s for 30 s, driver + emulator
+#   1. scenarios/bench-mqtt.toml as shipped: plain-TCP MQTT, 5,000/s for 60 s, driver + emulator
 #      + reference webhook in one process, every registration checked;
 #   2. the same over TLS (the emulator's generated CA), 3,000/s for 10 s;
 #   3. the same over HTTPS, 3,000/s for 10 s (polls 20 ms after each 202);
@@ -16,7 +16,7 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"; [ -n "${emu:-}" ] && kill "$emu" 2>/dev/null || true' EXIT
 show() { grep -E "throughput|latency \(|connect \(|first response|verdict|peak|warning" || true; }
 
-echo "== 1. MQTT, plain TCP, 5,000/s for 30 s"
+echo "== 1. MQTT, plain TCP, 5,000/s for 60 s"
 /usr/bin/time -f "peak RSS %M KB" "$bin" run scenarios/bench-mqtt.toml --no-progress --out "$tmp/r1" 2>&1 | show
 
 echo "== 2. MQTT over TLS, 3,000/s for 10 s"

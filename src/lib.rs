@@ -26,12 +26,13 @@
 //! 13. `dps`: DPS protocol facts: statuses, error codes, wire formats, enrollment resolution and
 //!     the outcome rules every driver and the emulator apply.
 //! 14. `sas`: SAS tokens (build, parse, verify), pure.
-//! 15. `device`, `pacing`, `secret`, `capacity`, `outcome`, `listen`, `dial`, `tls`, `mqtt`:
-//!     the synthetic population and key derivation; the open-loop schedule; the redacted secret
-//!     string; the DPS and IoT Hub quota arithmetic; how a request ended and where a failure came
-//!     from; accepting connections with limits; opening them from spread source addresses;
+//! 15. `device`, `pacing`, `secret`, `capacity`, `outcome`: the synthetic population and key
+//!     derivation; the open-loop schedule; the redacted secret string; the DPS and IoT Hub quota
+//!     arithmetic; how a request ended and where a failure came from.
+//! 16. `lanes`, `listen`, `dial`, `tls`, `mqtt`: the I/O helpers: single-threaded runtimes, one
+//!     per core; accepting connections with limits; opening them from spread source addresses;
 //!     server certificates (a generated development CA or the user's PEM files) and extra client
-//!     trust anchors; MQTT packets over a byte stream (the last four do I/O).
+//!     trust anchors; MQTT packets over a byte stream.
 //!
 //! # Public surface
 //!
@@ -48,6 +49,7 @@ pub(crate) mod dial;
 pub mod dps;
 pub(crate) mod driver;
 pub mod emulator;
+pub(crate) mod lanes;
 pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod mqtt;

@@ -85,6 +85,7 @@ pub(super) async fn dps_serve(a: DpsServeArgs) -> anyhow::Result<u8> {
         log: true,
         connect_timeout: a.connect_timeout,
         limits: a.limits.limits(),
+        lanes: Vec::new(),
     };
     let running = match crate::emulator::serve::start(&s, &opts).await {
         Ok(r) => r,

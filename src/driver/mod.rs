@@ -4,7 +4,9 @@
 //! - Open loop: request `k` is due at `start + schedule.offset(k)`. At
 //!   most `max_in_flight` requests run at once; beyond that the pacer waits, and the wait shows up
 //!   as schedule lag, never as a silently dropped request (wrk2's queue + intended-start timing).
-//!   The pacer sleeps on its own thread (see [`pace_open`] for why).
+//!   The pacer sleeps on its own thread (see [`pace_open`] for why), waking at most once per
+//!   `granularity` (then releasing every request that fell due); requests run on the plan's
+//!   lanes round-robin when it has any.
 //! - Closed loop (`rate = "max"`): `connections` workers send back to back; intended = send.
 //!
 //! Stopping (end of schedule, Ctrl-C, `--duration`): scheduling stops, in-flight requests get
@@ -42,6 +44,9 @@ pub(crate) struct Job {
     pub device: Device,
     /// When it should have started.
     pub intended: Instant,
+    /// The lane it runs on (0 without lanes): executors with per-lane state (an endpoint per
+    /// lane of the embedded emulator) pick theirs by it.
+    pub lane: usize,
 }
 
 /// What an executor learned about one request; [`Ended::sample`] turns it into the engine's
@@ -206,6 +211,11 @@ pub(crate) struct Plan {
     pub interval_log: Option<Vec<String>>,
     /// The schedule's zero (`--start-at`, possibly in the past); default: now plus a short lead.
     pub origin: Option<Instant>,
+    /// Open loop: the pacer wakes at most this often (0 = at each request's intended start).
+    pub granularity: Duration,
+    /// Runtimes requests run on, round-robin (request `k` on lane `k mod n`; closed-loop worker
+    /// `w` on lane `w mod n`); empty: the caller's runtime.
+    pub lanes: Vec<tokio::runtime::Handle>,
 }
 
 /// An early-stop check: given the metrics so far and the number of requests still to come
@@ -329,6 +339,8 @@ pub(crate) async fn run<E: Executor>(
                 &sent,
                 &stop,
                 &inflight,
+                &plan.lanes,
+                plan.granularity,
             )
             .await;
             let limit = plan.max_in_flight as usize;
@@ -345,7 +357,12 @@ pub(crate) async fn run<E: Executor>(
             let mut set = tokio::task::JoinSet::new();
             let next = Arc::new(AtomicU64::new(0));
             let stopped = Arc::new(AtomicBool::new(false));
-            for _ in 0..*workers {
+            for w in 0..*workers as usize {
+                let lane = if plan.lanes.is_empty() {
+                    0
+                } else {
+                    w % plan.lanes.len()
+                };
                 let (exec, pop, tx, next, sent, stopped, count, inflight) = (
                     exec.clone(),
                     population.clone(),
@@ -356,7 +373,7 @@ pub(crate) async fn run<E: Executor>(
                     *count,
                     inflight.clone(),
                 );
-                set.spawn(async move {
+                let worker = async move {
                     tokio::time::sleep_until(start).await;
                     while !stopped.load(Ordering::Relaxed)
                         && deadline.is_none_or(|d| Instant::now() < d)
@@ -370,6 +387,7 @@ pub(crate) async fn run<E: Executor>(
                             index: k,
                             device: pop.device(k),
                             intended: Instant::now(),
+                            lane,
                         };
                         inflight.start(job, job.intended);
                         let sample = exec.execute(job).await;
@@ -377,7 +395,11 @@ pub(crate) async fn run<E: Executor>(
                             let _ = tx.send(sample);
                         }
                     }
-                });
+                };
+                match plan.lanes.get(lane) {
+                    Some(h) => set.spawn_on(worker, h),
+                    None => set.spawn(worker),
+                };
             }
             {
                 let workers_done = async { while set.join_next().await.is_some() {} };
@@ -432,7 +454,10 @@ async fn pace_open<E: Executor>(
     sent: &Arc<AtomicU64>,
     stop: &Stop,
     inflight: &Arc<InFlight>,
+    lanes: &[tokio::runtime::Handle],
+    granularity: Duration,
 ) {
+    let lanes = lanes.to_vec();
     let (exec, population, schedule, sem, tx, sent, stop, inflight) = (
         exec.clone(),
         population.clone(),
@@ -447,18 +472,33 @@ async fn pace_open<E: Executor>(
     let pacer = tokio::task::spawn_blocking(move || {
         let start_std = start.into_std();
         let mut k = 0u64;
+        // When the pacer last woke from a sleep: with a granularity it wakes at most that often,
+        // releasing together every request that fell due meanwhile (late by less than the
+        // granularity, which the lag histogram shows). Each wake costs a context switch here and
+        // one on the lane it hands work to: at thousands of requests a second on 2 cores that
+        // was a quarter of the CPU per device registration (benches/devices.sh).
+        let mut woke: Option<std::time::Instant> = None;
         while let Some(offset) = schedule.offset(k) {
             let intended_std = start_std + offset;
-            loop {
-                if stop.level() > 0 {
-                    return;
+            let release_at = match woke {
+                Some(w) if !granularity.is_zero() => intended_std.max(w + granularity),
+                _ => intended_std,
+            };
+            if std::time::Instant::now() < intended_std {
+                loop {
+                    if stop.level() > 0 {
+                        return;
+                    }
+                    let now = std::time::Instant::now();
+                    if now >= release_at {
+                        break;
+                    }
+                    // Sleep in slices so a stop request is noticed within 50 ms at low rates.
+                    std::thread::sleep((release_at - now).min(Duration::from_millis(50)));
+                    woke = Some(std::time::Instant::now());
                 }
-                let now = std::time::Instant::now();
-                if now >= intended_std {
-                    break;
-                }
-                // Sleep in slices so a stop request is noticed within 50 ms even at low rates.
-                std::thread::sleep((intended_std - now).min(Duration::from_millis(50)));
+            } else if stop.level() > 0 {
+                return;
             }
             let permit = match sem.clone().try_acquire_owned() {
                 Ok(p) => p,
@@ -478,14 +518,20 @@ async fn pace_open<E: Executor>(
             sent.fetch_add(1, Ordering::Relaxed);
             let (exec, tx, device) = (exec.clone(), tx.clone(), population.device(k));
             let intended = Instant::from_std(intended_std);
+            let lane = if lanes.is_empty() {
+                0
+            } else {
+                (k % lanes.len() as u64) as usize
+            };
             let job = Job {
                 index: k,
                 device,
                 intended,
+                lane,
             };
             inflight.start(job, Instant::now());
             let inflight = inflight.clone();
-            handle.spawn(async move {
+            lanes.get(lane).unwrap_or(&handle).spawn(async move {
                 let sample = exec.execute(job).await;
                 if inflight.finish(k) {
                     let _ = tx.send(sample);
@@ -528,7 +574,20 @@ async fn collect(
         tokio::select! {
             biased;
             s = rx.recv() => match s {
-                Some(s) => metrics.record(s),
+                Some(s) => {
+                    metrics.record(s);
+                    let mut more = 0;
+                    while more < 4096 {
+                        let Ok(s) = rx.try_recv() else { break };
+                        metrics.record(s);
+                        more += 1;
+                    }
+                    // Busy: samples gather for a millisecond instead of each waking this task
+                    // (a cross-thread wake per request when requests run on lanes).
+                    if more > 0 {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }
                 None => break,
             },
             _ = tick.tick() => {

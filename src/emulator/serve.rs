@@ -39,6 +39,10 @@ pub struct Options {
     pub connect_timeout: Duration,
     /// Connections at once per listener; HTTP header-read and keep-alive idle time.
     pub limits: Limits,
+    /// Runtimes to serve on: each requested listener is bound once per lane (its own port,
+    /// [`Running::lanes`]) and served there, so that a lane's devices and their server ends
+    /// share a thread. Empty: one listener each, on the caller's runtime.
+    pub lanes: Vec<tokio::runtime::Handle>,
 }
 
 impl Options {
@@ -54,6 +58,7 @@ impl Options {
             log: false,
             connect_timeout: mqtt::CONNECT_TIMEOUT,
             limits: Limits::default(),
+            lanes: Vec::new(),
         }
     }
 }
@@ -101,6 +106,8 @@ pub struct Running {
     pub addrs: Addrs,
     /// The CA devices should trust, when TLS is on.
     pub ca: Option<PathBuf>,
+    /// With [`Options::lanes`]: each lane's listeners (lane 0's are `addrs`'s).
+    pub lanes: Vec<Addrs>,
     tasks: JoinSet<()>,
     webhook: Option<server::Handle>,
 }
@@ -162,38 +169,62 @@ pub async fn start(s: &Scenario, opts: &Options) -> Result<Running, ServeError> 
     };
     let acceptor = tls.as_ref().map(|t| TlsAcceptor::from(t.config.clone()));
     let mut tasks = JoinSet::new();
-    for (addr, proto, secure, slot) in [
-        (opts.mqtt, Proto::Mqtt, true, 0),
-        (opts.mqtt_plain, Proto::Mqtt, false, 1),
-        (opts.https, Proto::Http, true, 2),
-        (opts.http_plain, Proto::Http, false, 3),
-    ] {
-        let Some(addr) = addr else { continue };
-        let (listener, _) =
-            crate::listen::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
-        let local = listener
-            .local_addr()
-            .map_err(|source| ServeError::Bind { addr, source })?;
-        let bound = match slot {
-            0 => &mut addrs.mqtt,
-            1 => &mut addrs.mqtt_plain,
-            2 => &mut addrs.https,
-            _ => &mut addrs.http_plain,
+    let on: Vec<Option<&tokio::runtime::Handle>> = if opts.lanes.is_empty() {
+        vec![None]
+    } else {
+        opts.lanes.iter().map(Some).collect()
+    };
+    let mut lanes = Vec::with_capacity(on.len());
+    for lane in on {
+        let mut bound_here = Addrs {
+            webhook: addrs.webhook,
+            ..Addrs::default()
         };
-        *bound = Some(local);
-        let acceptor = if secure { acceptor.clone() } else { None };
-        tasks.spawn(accept_loop(
-            listener,
-            emulator.clone(),
-            proto,
-            acceptor,
-            opts.connect_timeout,
-            opts.limits,
-        ));
+        for (addr, proto, secure, slot) in [
+            (opts.mqtt, Proto::Mqtt, true, 0),
+            (opts.mqtt_plain, Proto::Mqtt, false, 1),
+            (opts.https, Proto::Http, true, 2),
+            (opts.http_plain, Proto::Http, false, 3),
+        ] {
+            let Some(addr) = addr else { continue };
+            let (listener, _) =
+                crate::listen::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?;
+            let bound = match slot {
+                0 => &mut bound_here.mqtt,
+                1 => &mut bound_here.mqtt_plain,
+                2 => &mut bound_here.https,
+                _ => &mut bound_here.http_plain,
+            };
+            *bound = Some(local);
+            let acceptor = if secure { acceptor.clone() } else { None };
+            let serving = accept_loop(
+                listener,
+                emulator.clone(),
+                proto,
+                acceptor,
+                opts.connect_timeout,
+                opts.limits,
+            );
+            match lane {
+                Some(h) => tasks.spawn_on(serving, h),
+                None => tasks.spawn(serving),
+            };
+        }
+        lanes.push(bound_here);
     }
+    let addrs = lanes[0].clone();
+    let lanes = if opts.lanes.is_empty() {
+        Vec::new()
+    } else {
+        lanes
+    };
     Ok(Running {
         emulator,
         addrs,
+        lanes,
         ca: tls.map(|t| t.ca),
         tasks,
         webhook,

@@ -17,8 +17,8 @@ use crate::scenario::{Mode, Scenario, Trust};
 /// What a device-mode run needs.
 #[derive(Debug)]
 pub(crate) struct Setup {
-    /// Where devices connect.
-    pub endpoint: Endpoint,
+    /// Where devices connect: one per lane of the embedded emulator, else one.
+    pub endpoints: Vec<Endpoint>,
     /// Twin verification, when on and possible.
     pub twins: Option<TwinReader>,
     /// The embedded emulator, if started (stop it after the run).
@@ -81,8 +81,12 @@ async fn dialer(d: &crate::scenario::DeviceTarget, host: &str, port: u16) -> Arc
     Arc::new(Dialer::new(sources))
 }
 
-/// Starts what the scenario needs.
-pub(crate) async fn prepare(s: &Scenario) -> Result<Setup, SetupError> {
+/// Starts what the scenario needs; the embedded emulator listens once per lane (one endpoint
+/// each, in lane order).
+pub(crate) async fn prepare(
+    s: &Scenario,
+    lanes: &[tokio::runtime::Handle],
+) -> Result<Setup, SetupError> {
     let d = &s.target.device;
     let plain = d.tls == Trust::Plain;
     if let Some((host, port)) = &d.endpoint {
@@ -101,7 +105,7 @@ pub(crate) async fn prepare(s: &Scenario) -> Result<Setup, SetupError> {
             .transpose()
             .map_err(SetupError::Twins)?;
         return Ok(Setup {
-            endpoint: Endpoint {
+            endpoints: vec![Endpoint {
                 host: host.clone(),
                 port: *port,
                 tls,
@@ -112,7 +116,7 @@ pub(crate) async fn prepare(s: &Scenario) -> Result<Setup, SetupError> {
                 dialer: dialer(d, host, *port).await,
                 connect_timeout: d.connect_timeout,
                 connect_retries: d.connect_retries,
-            },
+            }],
             twins,
             emulator: None,
         });
@@ -128,17 +132,25 @@ pub(crate) async fn prepare(s: &Scenario) -> Result<Setup, SetupError> {
         log: false,
         connect_timeout: crate::emulator::mqtt::CONNECT_TIMEOUT,
         limits: crate::emulator::serve::Limits::default(),
+        lanes: lanes.to_vec(),
     };
     let running = serve::start(s, &opts).await?;
     let a = &running.addrs;
-    let port = match (mqtt, plain) {
-        (true, false) => a.mqtt,
-        (true, true) => a.mqtt_plain,
-        (false, false) => a.https,
-        (false, true) => a.http_plain,
-    }
-    .expect("the listener was requested")
-    .port();
+    let port_of = |a: &serve::Addrs| {
+        match (mqtt, plain) {
+            (true, false) => a.mqtt,
+            (true, true) => a.mqtt_plain,
+            (false, false) => a.https,
+            (false, true) => a.http_plain,
+        }
+        .expect("the listener was requested")
+        .port()
+    };
+    let ports: Vec<u16> = if running.lanes.is_empty() {
+        vec![port_of(a)]
+    } else {
+        running.lanes.iter().map(port_of).collect()
+    };
     let tls = match (&d.tls, &running.ca) {
         (Trust::Plain, _) => None,
         (Trust::Pem(p), _) => Some(client_config(pem_roots(p)?)?),
@@ -164,19 +176,25 @@ pub(crate) async fn prepare(s: &Scenario) -> Result<Setup, SetupError> {
         .then(|| TwinReader::new(&strings, via, d.twin_rate))
         .transpose()
         .map_err(SetupError::Twins)?;
-    Ok(Setup {
-        endpoint: Endpoint {
+    let id_scope = d
+        .id_scope
+        .clone()
+        .unwrap_or_else(|| running.emulator.id_scope().to_owned());
+    let dialer = dialer(d, "127.0.0.1", ports[0]).await;
+    let endpoints = ports
+        .into_iter()
+        .map(|port| Endpoint {
             host: "127.0.0.1".into(),
             port,
-            tls,
-            id_scope: d
-                .id_scope
-                .clone()
-                .unwrap_or_else(|| running.emulator.id_scope().to_owned()),
-            dialer: dialer(d, "127.0.0.1", port).await,
+            tls: tls.clone(),
+            id_scope: id_scope.clone(),
+            dialer: dialer.clone(),
             connect_timeout: d.connect_timeout,
             connect_retries: d.connect_retries,
-        },
+        })
+        .collect();
+    Ok(Setup {
+        endpoints,
         twins,
         emulator: Some(running),
     })

@@ -13,6 +13,7 @@ use crate::device::Population;
 use crate::driver::device::DeviceExecutor;
 use crate::driver::webhook::{SetupError, WebhookExecutor};
 use crate::driver::{Pacing, Plan, Stop, Watch};
+use crate::lanes::Lanes;
 use crate::metrics::Metrics;
 use crate::pacing::Schedule;
 use crate::progress::Progress;
@@ -78,6 +79,9 @@ pub(crate) enum RunError {
     /// A device-mode run could not be set up.
     #[error(transparent)]
     Devices(#[from] devices::SetupError),
+    /// The lanes' threads could not start.
+    #[error("could not start the runtime lanes: {0}")]
+    Lanes(std::io::Error),
     /// The report could not be written.
     #[error("could not write the report to {}: {source}", path.display())]
     Report {
@@ -152,7 +156,16 @@ pub(crate) async fn run(
             (at, Some(now.checked_sub(late).unwrap_or(now)))
         }
     };
+    // Device modes spread requests (and the embedded emulator's connections) over lanes.
+    let lanes = match (s.target.mode, load.lanes) {
+        (Mode::Webhook, _) | (_, Some(0)) => Lanes::default(),
+        (_, n) => {
+            Lanes::start(n.map_or_else(Lanes::per_core, |n| n as usize)).map_err(RunError::Lanes)?
+        }
+    };
     let plan = Plan {
+        granularity: load.granularity_in(s.target.mode),
+        lanes: lanes.handles().to_vec(),
         pacing,
         max_in_flight: load.max_in_flight,
         grace: load.grace,
@@ -196,10 +209,11 @@ pub(crate) async fn run(
             out
         }
         Mode::Mqtt | Mode::Https => {
-            let setup = devices::prepare(s).await?;
-            let exec = DeviceExecutor::new(s, setup.endpoint, population.len() as u64, setup.twins)
-                .map_err(RunError::Usage)?
-                .observing(observe);
+            let setup = devices::prepare(s, lanes.handles()).await?;
+            let exec =
+                DeviceExecutor::new(s, setup.endpoints, population.len() as u64, setup.twins)
+                    .map_err(RunError::Usage)?
+                    .observing(observe);
             let out =
                 crate::driver::run(Arc::new(exec), population, plan, classes, stop, progress).await;
             if let Some(e) = setup.emulator {
@@ -208,6 +222,7 @@ pub(crate) async fn run(
             out
         }
     };
+    drop(lanes);
     let mut summary = Summary::build(s, &outcome, started, target_rate);
     summary.run_id = o.run_id.clone().unwrap_or_else(|| run_id(s, o.start_at));
     let view = RunView {

@@ -210,6 +210,22 @@ pub struct Load {
     pub rounds: u32,
     /// The capacity search of `loadtest plan`.
     pub search: Search,
+    /// Device modes: single-threaded runtimes requests are spread over (`None` = one per core;
+    /// 0 = the shared work-stealing runtime).
+    pub lanes: Option<u32>,
+    /// Open loop: the pacer wakes at most this often (`None` = 1 ms in device modes, 0 in
+    /// webhook mode: each request released at its intended start).
+    pub granularity: Option<Duration>,
+}
+
+impl Load {
+    /// The pacer's granularity in `mode`.
+    pub fn granularity_in(&self, mode: Mode) -> Duration {
+        self.granularity.unwrap_or(match mode {
+            Mode::Webhook => Duration::ZERO,
+            Mode::Mqtt | Mode::Https => Duration::from_millis(1),
+        })
+    }
 }
 
 impl Load {

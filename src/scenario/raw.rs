@@ -220,6 +220,8 @@ pub(crate) struct Load {
     pub grace: Option<S<String>>,
     pub rounds: Option<S<u32>>,
     pub search: Option<Search>,
+    pub lanes: Option<S<u32>>,
+    pub granularity: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

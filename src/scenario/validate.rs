@@ -434,6 +434,26 @@ impl Validator<'_> {
             max_in_flight,
             grace,
             search: self.search(&l.search)?,
+            granularity: match &l.granularity {
+                Some(g) => {
+                    let d = self.duration(g, "load.granularity")?;
+                    if d > Duration::from_millis(100) {
+                        return self.err(g.span(), "load.granularity", "at most 100ms");
+                    }
+                    Some(d)
+                }
+                None => None,
+            },
+            lanes: match &l.lanes {
+                Some(n) if *n.get_ref() > 256 => {
+                    return self.err(
+                        n.span(),
+                        "load.lanes",
+                        "at most 256 (one per core is the default)",
+                    )
+                }
+                n => n.as_ref().map(|n| *n.get_ref()),
+            },
             rounds: match &l.rounds {
                 Some(r) if *r.get_ref() == 0 => {
                     return self.err(r.span(), "load.rounds", "must be at least 1")
@@ -544,5 +564,33 @@ expect = { status = "assigned", hub = "a-toasters-hub.azure-devices.net" }
             e.contains("target.url: environment variable `LOADTEST_SURELY_UNSET` is not set"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn lanes_and_granularity_default_by_mode_and_are_bounded() {
+        let s = Scenario::parse(Path::new("s.toml"), MIN).unwrap();
+        assert_eq!(s.load.lanes, None);
+        assert_eq!(s.load.granularity_in(Mode::Webhook), Duration::ZERO);
+        assert_eq!(s.load.granularity_in(Mode::Mqtt), Duration::from_millis(1));
+        let text = MIN.to_owned() + "[load]\nlanes = 3\ngranularity = \"250us\"\n";
+        let s = Scenario::parse(Path::new("s.toml"), &text).unwrap();
+        assert_eq!(s.load.lanes, Some(3));
+        assert_eq!(
+            s.load.granularity_in(Mode::Https),
+            Duration::from_micros(250)
+        );
+        for (line, want) in [
+            ("lanes = 1000", "load.lanes: at most 256"),
+            ("granularity = \"1s\"", "load.granularity: at most 100ms"),
+        ] {
+            let text = MIN.to_owned() + "[load]\n" + line + "\n";
+            let e = Scenario::parse(Path::new("s.toml"), &text)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.starts_with("s.toml:13:") && e.contains(want),
+                "{line}: {e}"
+            );
+        }
     }
 }

@@ -25,11 +25,11 @@ use crate::outcome::{End, Failure, Source};
 #[derive(Debug, Clone)]
 pub(crate) struct Client {
     inner: Hyper<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    base: String,
+    scheme: &'static str,
 }
 
 impl Client {
-    /// A pooled client for the endpoint.
+    /// A pooled client for the endpoint's TLS settings (each registration names its endpoint).
     pub(crate) fn new(ep: &Endpoint, pool: usize) -> Self {
         let mut http = HttpConnector::new();
         http.set_nodelay(true);
@@ -47,12 +47,11 @@ impl Client {
                 .enable_http1()
                 .wrap_connector(http),
         };
-        let scheme = if ep.tls.is_some() { "https" } else { "http" };
         Self {
             inner: Hyper::builder(TokioExecutor::new())
                 .pool_max_idle_per_host(pool)
                 .build(connector),
-            base: format!("{scheme}://{}:{}", ep.host, ep.port),
+            scheme: if ep.tls.is_some() { "https" } else { "http" },
         }
     }
 
@@ -118,7 +117,8 @@ impl Client {
                     Vec::new(),
                 ),
             };
-            let url = format!("{}{path}", self.base);
+            // The registration's own endpoint: with lanes, its lane's listener.
+            let url = format!("{}://{}:{}{path}", self.scheme, ep.host, ep.port);
             let (status, retry_after, bytes) = match self.send(method, &url, r.token, payload).await
             {
                 Ok(r) => r,

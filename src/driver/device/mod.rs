@@ -117,7 +117,8 @@ struct ClassPlan {
 /// The device-mode executor.
 pub(crate) struct DeviceExecutor {
     mode: Mode,
-    endpoint: Endpoint,
+    /// By lane (a job on lane `l` uses `endpoints[l % len]`).
+    endpoints: Vec<Endpoint>,
     /// Which enrollment (and so which key) each device registers with.
     enrollment: Enrollment,
     classes: Vec<ClassPlan>,
@@ -135,18 +136,18 @@ impl std::fmt::Debug for DeviceExecutor {
             .field("mode", &self.mode)
             .field(
                 "endpoint",
-                &format!("{}:{}", self.endpoint.host, self.endpoint.port),
+                &format!("{}:{}", self.endpoints[0].host, self.endpoints[0].port),
             )
             .finish_non_exhaustive()
     }
 }
 
 impl DeviceExecutor {
-    /// Prepares the run. `population` is the population size (later passes are re-registrations);
-    /// `twins` reads twins when verification is on.
+    /// Prepares the run. `endpoints` are by lane (at least one); `population` is the population
+    /// size (later passes are re-registrations); `twins` reads twins when verification is on.
     pub(crate) fn new(
         s: &Scenario,
-        endpoint: Endpoint,
+        endpoints: Vec<Endpoint>,
         population: u64,
         twins: Option<twin::TwinReader>,
     ) -> Result<Self, String> {
@@ -164,15 +165,18 @@ impl DeviceExecutor {
                 }
             })
             .collect();
+        let Some(endpoint) = endpoints.first() else {
+            return Err("no endpoint to register with".into());
+        };
         let https = (s.target.mode == Mode::Https).then(|| {
             https::Client::new(
-                &endpoint,
+                endpoint,
                 s.load.connections.max(s.load.max_in_flight) as usize,
             )
         });
         Ok(Self {
             mode: s.target.mode,
-            endpoint,
+            endpoints,
             enrollment: s.enrollment.clone(),
             classes,
             population: population.max(1),
@@ -204,7 +208,7 @@ impl DeviceExecutor {
             + TOKEN_TTL;
         let sign = |key: &[u8]| {
             sas::device_token_with_key(
-                &self.endpoint.id_scope,
+                &self.endpoints[0].id_scope,
                 id,
                 key,
                 se,
@@ -233,7 +237,7 @@ impl Executor for DeviceExecutor {
             None => Attempt::default().fail(Failure::generator("no key for this device")),
             Some(token) => {
                 let r = Registering {
-                    endpoint: &self.endpoint,
+                    endpoint: &self.endpoints[job.lane % self.endpoints.len()],
                     id: &id,
                     token: &token,
                     body: &body,

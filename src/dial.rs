@@ -89,8 +89,9 @@ pub(crate) fn port_warning(rate: f64, sources: usize) -> Option<String> {
     let ports = ephemeral_ports() * sources.max(1) as u64;
     let held = rate * 60.0;
     (held > ports as f64 * 0.8).then(|| {
+        let needed = (held / (ephemeral_ports() as f64 * 0.8)).ceil() as u64;
         format!(
-            "{rate}/s new connections hold about {held:.0} local ports in TIME_WAIT, but {} source address(es) have {ports}: connects will fail with EADDRNOTAVAIL. Set target.source_addrs (e.g. 16 on loopback) or lower the rate",
+            "{rate}/s new connections hold about {held:.0} local ports in TIME_WAIT, but {} source address(es) have {ports}: connects may fail with EADDRNOTAVAIL. Set target.source_addrs = {needed} (on loopback) or lower the rate",
             sources.max(1)
         )
     })

@@ -120,6 +120,9 @@ where
     let mut warned: Option<Instant> = None;
     tokio::pin!(shutdown);
     loop {
+        // Finished connections leave the set now: under a full accept queue `accept` is always
+        // ready and would otherwise keep winning the select below over `join_next`.
+        while conns.try_join_next().is_some() {}
         let permit = match slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {

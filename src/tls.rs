@@ -147,10 +147,14 @@ pub fn load(source: &Source) -> Result<Tls, TlsError> {
         what: e.to_string(),
     })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
         .with_single_cert(certs, key)?;
+    // No resumption is offered: the emulator's clients are one-shot devices, and tickets nobody
+    // uses cost two encrypted messages per handshake. A client that asks gets a full handshake.
+    config.send_tls13_tickets = 0;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
     Ok(Tls {
         config: Arc::new(config),
         ca,

@@ -39,14 +39,25 @@ pub(crate) enum SetupError {
     Twins(String),
 }
 
+/// The devices' TLS client. Each device is a new client, so no session is resumed across devices
+/// (a shared cache would let device 2 skip the handshake device 1 paid for: 140 µs of CPU per
+/// registration less than a real fleet costs). It offers TLS 1.3 with AES-128-GCM/SHA-256 and a
+/// P-256 key share first, as embedded TLS stacks commonly do (and SHA-256 has CPU support where
+/// SHA-384 has none: ~70 µs less per handshake here), with the other suites and groups after.
 fn client_config(roots: rustls::RootCertStore) -> Result<Arc<rustls::ClientConfig>, SetupError> {
-    let cfg = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| SetupError::Tls(e.to_string()))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider
+        .cipher_suites
+        .sort_by_key(|s| s.suite() != rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+    provider
+        .kx_groups
+        .sort_by_key(|g| g.name() != rustls::NamedGroup::secp256r1);
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| SetupError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(cfg))
 }
 

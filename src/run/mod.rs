@@ -156,10 +156,10 @@ pub(crate) async fn run(
             (at, Some(now.checked_sub(late).unwrap_or(now)))
         }
     };
-    // Device modes spread requests (and the embedded emulator's connections) over lanes.
-    let lanes = match (s.target.mode, load.lanes) {
-        (Mode::Webhook, _) | (_, Some(0)) => Lanes::default(),
-        (_, n) => {
+    // Requests (and, in device modes, the embedded emulator's connections) run on lanes.
+    let lanes = match load.lanes {
+        Some(0) => Lanes::default(),
+        n => {
             Lanes::start(n.map_or_else(Lanes::per_core, |n| n as usize)).map_err(RunError::Lanes)?
         }
     };

@@ -5,16 +5,15 @@
 //! configured webhook the way DPS does). HTTP is a hyper 1.x client with a keep-alive pool;
 //! `https://` goes through rustls with the Mozilla roots. Nothing here checks expectations.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Request, Uri};
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::TokioIo;
 
 use crate::dps::outcome::{Answer, Context, Decision, Rules};
 use crate::dps::Registration;
@@ -45,17 +44,124 @@ pub(crate) struct WebhookClient {
     timeout: Duration,
 }
 
-#[derive(Debug, Clone)]
+/// One HTTP/1.1 connection's request handle.
+type Sender = SendRequest<Full<Bytes>>;
+
+/// POSTs over HTTP/1.1 keep-alive connections of its own pool. Hand-written over hyper's
+/// connection API rather than hyper-util's pooled client: each call there checks a connection
+/// out through a pool keyed by a hashed authority, behind a lock, with connector and timeout
+/// futures moved around per request; this pool is a stack of ready connections (with lanes,
+/// each lane's connections are its own tasks), which is what a generator that must cost no more
+/// per request than wrk needs.
+#[derive(Debug)]
 struct Http {
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    uri: Uri,
+    /// `host:port` to connect to.
+    authority: String,
+    /// The `Host` header.
+    host: HeaderValue,
+    /// Origin-form target (`/api/HttpTrigger1?code=…`).
+    path: Uri,
+    /// Server name and TLS client configuration for `https://`.
+    tls: Option<(
+        rustls::pki_types::ServerName<'static>,
+        Arc<rustls::ClientConfig>,
+    )>,
     function_key: Option<HeaderValue>,
+    /// Idle connections by the thread that opened them (with lanes: by lane, so that a request
+    /// and its connection's task share a thread), most recently used last.
+    idle: Mutex<Vec<(std::thread::ThreadId, Vec<Sender>)>>,
+    /// Idle connections kept at most.
+    max_idle: usize,
+}
+
+impl Http {
+    /// A ready connection: an idle one, or a new one.
+    async fn checkout(&self) -> Result<(Sender, bool), Failure> {
+        let me = std::thread::current().id();
+        loop {
+            let idle = {
+                let mut pools = self.idle.lock().expect("pool lock");
+                pools
+                    .iter_mut()
+                    .find(|(t, _)| *t == me)
+                    .and_then(|(_, p)| p.pop())
+            };
+            match idle {
+                Some(s) if s.is_ready() => return Ok((s, true)),
+                Some(_) => continue,
+                None => return self.connect().await.map(|s| (s, false)),
+            }
+        }
+    }
+
+    fn checkin(&self, s: Sender) {
+        let me = std::thread::current().id();
+        let mut pools = self.idle.lock().expect("pool lock");
+        let i = match pools.iter().position(|(t, _)| *t == me) {
+            Some(i) => i,
+            None => {
+                pools.push((me, Vec::new()));
+                pools.len() - 1
+            }
+        };
+        let pool = &mut pools[i].1;
+        if pool.len() < self.max_idle {
+            pool.push(s);
+        }
+    }
+
+    async fn connect(&self) -> Result<Sender, Failure> {
+        let tcp = tokio::net::TcpStream::connect(&self.authority)
+            .await
+            .map_err(|e| {
+                Failure::new(
+                    End::Transport,
+                    Source::Network,
+                    format!("tcp connect error: {e}"),
+                )
+            })?;
+        let _ = tcp.set_nodelay(true);
+        match &self.tls {
+            None => handshake(tcp).await,
+            Some((name, config)) => {
+                let tls = tokio_rustls::TlsConnector::from(config.clone())
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| {
+                        Failure::new(
+                            End::Transport,
+                            Source::Tls,
+                            format!("TLS handshake failed: {e}"),
+                        )
+                    })?;
+                handshake(tls).await
+            }
+        }
+    }
+}
+
+/// HTTP/1.1 over `io`; the connection is driven by its own task (on this runtime: with lanes,
+/// this lane).
+async fn handshake<S>(io: S) -> Result<Sender, Failure>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        // One write per request (head and body in one buffer): one send, not a writev of two.
+        .writev(false)
+        .handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| failure(&e))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 #[derive(Debug, Clone)]
 enum Transport {
     /// POSTs over HTTP(S).
-    Http(Box<Http>),
+    Http(Arc<Http>),
     /// The embedded reference webhook in this process: the same body in, the same status and
     /// body out (and the same delay), without a loopback HTTP exchange per call.
     InProcess(std::sync::Arc<crate::webhook::server::Responder>),
@@ -94,30 +200,59 @@ impl WebhookClient {
         let function_key = function_key
             .map(|k| HeaderValue::from_str(k).map_err(|_| SetupError::FunctionKey))
             .transpose()?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(timeout));
-        connector.enforce_http(false);
+        let https = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            other => {
+                return Err(SetupError::Url(format!(
+                    "the scheme must be http or https, not {}",
+                    other.unwrap_or("(none)")
+                )))
+            }
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| SetupError::Url("no host".into()))?
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let authority = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]:{port}")
+        } else {
+            format!("{host}:{port}")
+        };
+        let host_header = HeaderValue::from_str(
+            uri.authority()
+                .map_or(host.as_str(), hyper::http::uri::Authority::as_str),
+        )
+        .map_err(|e| SetupError::Url(e.to_string()))?;
+        let path: Uri = uri
+            .path_and_query()
+            .map_or("/", hyper::http::uri::PathAndQuery::as_str)
+            .parse()
+            .map_err(|e: hyper::http::uri::InvalidUri| SetupError::Url(e.to_string()))?;
         // https:// (a deployed Azure Function) is verified against the Mozilla roots (webpki-roots),
         // so results do not depend on the machine's certificate store, plus `ca` if given.
-        let tls = crate::tls::client_config(ca).map_err(|e| SetupError::Ca(e.to_string()))?;
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*tls).clone())
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(connector);
-        // One write per request (head and body flattened into one buffer): a small copy instead of
-        // a writev of two iovecs. Not yet shown to matter in benches/vs-wrk.sh (noisy here).
-        let client = Client::builder(TokioExecutor::new())
-            .http1_writev(false)
-            .pool_max_idle_per_host(pool)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
+        let tls = if https {
+            let mut config = (*crate::tls::client_config(ca)
+                .map_err(|e| SetupError::Ca(e.to_string()))?)
+            .clone();
+            config.alpn_protocols = vec![b"http/1.1".to_vec()];
+            let name =
+                rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+                    .map_err(|e| SetupError::Url(format!("{host}: {e}")))?;
+            Some((name, Arc::new(config)))
+        } else {
+            None
+        };
         Ok(Self {
-            transport: Transport::Http(Box::new(Http {
-                client,
-                uri,
+            transport: Transport::Http(Arc::new(Http {
+                authority,
+                host: host_header,
+                path,
+                tls,
                 function_key,
+                idle: Mutex::new(Vec::new()),
+                max_idle: pool.max(1),
             })),
             timeout,
         })
@@ -175,8 +310,8 @@ impl WebhookClient {
 
     /// One POST: the answer, how it ended, and the transport error if any.
     pub(crate) async fn call(&self, body: Bytes) -> (Option<(u16, Bytes)>, End, Option<Failure>) {
-        let (client, uri, function_key) = match &self.transport {
-            Transport::Http(h) => (&h.client, &h.uri, &h.function_key),
+        let http = match &self.transport {
+            Transport::Http(h) => h,
             Transport::InProcess(responder) => {
                 return match tokio::time::timeout(self.timeout, responder.answer(&body)).await {
                     Ok(reply) => (
@@ -188,23 +323,43 @@ impl WebhookClient {
                 };
             }
         };
-        let mut req = Request::post(uri.clone()).header(
-            CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        );
-        if let Some(k) = function_key {
-            req = req.header(FUNCTIONS_KEY, k.clone());
-        }
-        let req = req
-            .body(Full::new(body))
-            .expect("a POST with a valid URI is a valid request");
+        let request = |body: Bytes| {
+            let mut req = Request::post(http.path.clone())
+                .header(HOST, http.host.clone())
+                .header(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/json; charset=utf-8"),
+                );
+            if let Some(k) = &http.function_key {
+                req = req.header(FUNCTIONS_KEY, k.clone());
+            }
+            req.body(Full::new(body))
+                .expect("a POST with a valid path is a valid request")
+        };
         let exchange = async {
-            let resp = client.request(req).await.map_err(|e| failure(&e))?;
+            let (mut sender, reused) = http.checkout().await?;
+            let resp = match sender.send_request(request(body.clone())).await {
+                Ok(r) => r,
+                // A kept-alive connection the server closed meanwhile: once more on a new one
+                // (the request never reached the webhook), as pooled HTTP clients do.
+                Err(e)
+                    if reused
+                        && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
+                {
+                    sender = http.connect().await?;
+                    sender
+                        .send_request(request(body))
+                        .await
+                        .map_err(|e| failure(&e))?
+                }
+                Err(e) => return Err(failure(&e)),
+            };
             let status = resp.status().as_u16();
             let body = Limited::new(resp.into_body(), MAX_RESPONSE)
                 .collect()
                 .await
                 .map_err(|e| failure(e.as_ref()))?;
+            http.checkin(sender);
             Ok::<_, Failure>((status, body.to_bytes()))
         };
         match tokio::time::timeout(self.timeout, exchange).await {
@@ -269,5 +424,94 @@ fn is_tls(e: &(dyn std::error::Error + 'static)) -> bool {
     {
         Some(inner) => is_tls(inner),
         None => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// A server that answers `per_connection` requests on each connection, then closes it
+    /// without saying so (as a webhook host dropping idle keep-alive connections does); returns
+    /// its address and how many connections it accepted.
+    async fn server(per_connection: usize) -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = l.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    for _ in 0..per_connection {
+                        let mut got = Vec::new();
+                        // Head and the small body arrive in one write.
+                        while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                            let n = s.read(&mut buf).await.unwrap_or(0);
+                            if n == 0 {
+                                return;
+                            }
+                            got.extend_from_slice(&buf[..n]);
+                        }
+                        let body = br#"{"iotHubHostName":"a"}"#;
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let _ = s.write_all(head.as_bytes()).await;
+                        let _ = s.write_all(body).await;
+                    }
+                });
+            }
+        });
+        (addr, accepted)
+    }
+
+    fn client(addr: std::net::SocketAddr) -> WebhookClient {
+        WebhookClient::new(
+            &format!("http://{addr}/api/HttpTrigger1?code=k"),
+            Some("key"),
+            Duration::from_secs(5),
+            4,
+            None,
+        )
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn connections_are_kept_alive_and_reused() {
+        let (addr, accepted) = server(100).await;
+        let c = client(addr);
+        for _ in 0..5 {
+            let (answer, end, _) = c.call(Bytes::from_static(b"{}")).await;
+            assert_eq!(end, End::Answered);
+            assert_eq!(answer.unwrap().0, 200);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_server_dropped_is_replaced_not_failed() {
+        let (addr, accepted) = server(1).await;
+        let c = client(addr);
+        for _ in 0..3 {
+            let (answer, end, failure) = c.call(Bytes::from_static(b"{}")).await;
+            assert_eq!(end, End::Answered, "{failure:?}");
+            assert_eq!(answer.unwrap().0, 200);
+            // Let the close reach the client before the next call checks the pool.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn only_http_and_https_urls_are_taken() {
+        let e = WebhookClient::new("ftp://x/y", None, Duration::from_secs(1), 1, None).unwrap_err();
+        assert!(e.to_string().contains("http or https"), "{e}");
     }
 }

@@ -18,7 +18,7 @@
 //! 6. `scenario`: TOML scenarios, loaded raw then validated into typed values.
 //! 7. `webhook`: the reference webhook (the seed functions, fault injection, HTTP server) and the
 //!    DPS-side webhook client.
-//! 8. `progress`: the live progress line.
+//! 8. `progress`: the live views: the progress line, `--ndjson`, the Prometheus endpoint.
 //! 9. `threshold`: k6-style pass/fail criteria on the final histograms and counters.
 //! 10. `metrics`: HdrHistograms and counters, folded by one collector.
 //! 11. `transcript`: what each class showed, reduced to the normalised conformance transcript.

@@ -37,3 +37,5 @@ mod scenario_fuzz;
 mod capacity;
 
 mod cli_docs;
+// `run --metrics-addr`: the /metrics endpoint, read directly and by a real Prometheus.
+mod metrics;

@@ -209,6 +209,14 @@ struct RunArgs {
     /// errors, timeouts, 429s, p50/p99), for any other tool to follow.
     #[arg(long)]
     ndjson: Option<PathBuf>,
+    /// Serve the live counters and latency at http://ADDR/metrics (OpenMetrics text) for
+    /// Prometheus, e.g. 127.0.0.1:9464 (port 0: any; the address is printed).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
+    /// Keep serving /metrics this long after the run ends, so that a last scrape sees the final
+    /// counts (they then equal summary.json's).
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, value_name = "DURATION")]
+    metrics_linger: std::time::Duration,
     /// Seed of the load order (overrides the scenario's `seed`).
     #[arg(long)]
     seed: Option<u64>,
@@ -407,6 +415,8 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
         run_id: a.run_id,
         start_at: a.start_at,
         ndjson: a.ndjson,
+        metrics_addr: a.metrics_addr,
+        metrics_linger: a.metrics_linger,
     };
     let stop = on_ctrl_c(s.load.grace)?;
     if a.quiet {

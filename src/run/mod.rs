@@ -39,6 +39,10 @@ pub(crate) struct Overrides {
     pub start_at: Option<SystemTime>,
     /// `--ndjson FILE`: one JSON line per completed second, written while the run goes.
     pub ndjson: Option<PathBuf>,
+    /// `--metrics-addr`: serve `/metrics` for Prometheus while the run goes.
+    pub metrics_addr: Option<SocketAddr>,
+    /// `--metrics-linger`: keep serving this long after the run (for a last scrape).
+    pub metrics_linger: std::time::Duration,
 }
 
 /// The run id when none is given: the scenario hash, the shard count and `--start-at`, hashed
@@ -79,6 +83,14 @@ pub(crate) enum RunError {
     /// A device-mode run could not be set up.
     #[error(transparent)]
     Devices(#[from] devices::SetupError),
+    /// `--metrics-addr` could not be bound.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        /// Where.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The lanes' threads could not start.
     #[error("could not start the runtime lanes: {0}")]
     Lanes(std::io::Error),
@@ -189,6 +201,32 @@ pub(crate) async fn run(
                 source,
             })?;
     }
+    let exporter = match o.metrics_addr {
+        None => None,
+        Some(addr) => {
+            let info = vec![
+                ("scenario", s.name.clone()),
+                ("mode", s.target.mode.name().to_owned()),
+                (
+                    "run_id",
+                    o.run_id.clone().unwrap_or_else(|| run_id(s, o.start_at)),
+                ),
+                (
+                    "shard",
+                    s.shard
+                        .map_or("1/1".to_owned(), |(i, n)| format!("{i}/{n}")),
+                ),
+            ];
+            let classes = s.classes.iter().map(|c| c.name.clone()).collect();
+            let e = crate::progress::exporter::Exporter::start(addr, info, classes)
+                .await
+                .map_err(|source| RunError::Metrics { addr, source })?;
+            eprintln!("metrics: http://{}/metrics", e.addr);
+            let e = Arc::new(e);
+            progress = progress.with_exporter(e.clone());
+            Some(e)
+        }
+    };
     let live = progress.clone();
     let classes = s.classes.len();
     let outcome = match s.target.mode {
@@ -261,6 +299,7 @@ pub(crate) async fn run(
         .unwrap_or_default();
     // The last, partial second and any second the collector had not written yet.
     live.write_seconds(&timeline);
+    live.publish(&metrics);
     crate::report::write_html(&dir, &summary, &metrics, &timeline, s, None).map_err(|source| {
         RunError::Report {
             path: dir.clone(),
@@ -271,6 +310,16 @@ pub(crate) async fn run(
         path: dir.clone(),
         source,
     })?;
+    if let Some(e) = exporter {
+        if !o.metrics_linger.is_zero() {
+            eprintln!(
+                "metrics: still served for {:?} (--metrics-linger)",
+                o.metrics_linger
+            );
+            tokio::time::sleep(o.metrics_linger).await;
+        }
+        e.stop();
+    }
     Ok(Finished {
         summary,
         dir,

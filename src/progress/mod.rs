@@ -1,7 +1,10 @@
 //! The live views of a run: the progress line on a terminal (indicatif; quiet with
 //! `--no-progress`/`-q` or when stderr is not a terminal), whose rate and p99 are those of the
-//! last completed second, not averages since the start; and `run --ndjson FILE`, one JSON line
-//! per completed second for any other tool. Reads metrics; never changes them.
+//! last completed second, not averages since the start; `run --ndjson FILE`, one JSON line per
+//! completed second for any other tool; and `run --metrics-addr`, a Prometheus endpoint
+//! ([`exporter`]). Reads metrics; never changes them.
+
+pub(crate) mod exporter;
 
 use std::io::IsTerminal as _;
 
@@ -18,6 +21,7 @@ use crate::metrics::Metrics;
 pub(crate) struct Progress {
     bar: Option<ProgressBar>,
     ndjson: Option<Arc<Mutex<Ndjson>>>,
+    exporter: Option<Arc<exporter::Exporter>>,
 }
 
 #[derive(Debug)]
@@ -67,6 +71,7 @@ impl Progress {
             return Self {
                 bar: None,
                 ndjson: None,
+                exporter: None,
             };
         }
         let bar = match total {
@@ -89,6 +94,7 @@ impl Progress {
         Self {
             bar: Some(bar),
             ndjson: None,
+            exporter: None,
         }
     }
 
@@ -101,6 +107,19 @@ impl Progress {
             broken: false,
         })));
         Ok(self)
+    }
+
+    /// Refreshes what the exporter serves from the final metrics (after the last second closed).
+    pub(crate) fn publish(&self, m: &Metrics) {
+        if let Some(e) = &self.exporter {
+            e.update(m);
+        }
+    }
+
+    /// Also refreshes what `exporter` serves on each update.
+    pub(crate) fn with_exporter(mut self, exporter: Arc<exporter::Exporter>) -> Self {
+        self.exporter = Some(exporter);
+        self
     }
 
     /// Writes the seconds not written yet (the run calls it once more after the last, partial
@@ -122,6 +141,9 @@ impl Progress {
             .as_ref()
             .map_or(&[][..], |l| l.timeline.as_slice());
         self.write_seconds(rows);
+        if let Some(e) = &self.exporter {
+            e.update(m);
+        }
         let Some(bar) = &self.bar else { return };
         bar.set_position(m.samples);
         let failed: u64 = m.classes.iter().map(|c| c.failed).sum();

@@ -104,6 +104,15 @@ impl Failure {
     pub fn generator(message: impl Into<String>) -> Self {
         Self::new(End::Transport, Source::Generator, message)
     }
+
+    /// A TLS handshake that failed (`TLS handshake failed: …`).
+    pub fn tls_handshake(e: impl std::fmt::Display) -> Self {
+        Self::new(
+            End::Transport,
+            Source::Tls,
+            format!("TLS handshake failed: {e}"),
+        )
+    }
 }
 
 impl std::fmt::Display for Failure {

@@ -127,13 +127,7 @@ impl Http {
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(name.clone(), tcp)
                     .await
-                    .map_err(|e| {
-                        Failure::new(
-                            End::Transport,
-                            Source::Tls,
-                            format!("TLS handshake failed: {e}"),
-                        )
-                    })?;
+                    .map_err(Failure::tls_handshake)?;
                 handshake(tls).await
             }
         }

@@ -125,13 +125,7 @@ async fn connect(r: &Registering<'_>) -> Result<Connected, Failure> {
             let tls = tokio_rustls::TlsConnector::from(config.clone())
                 .connect(name, tcp)
                 .await
-                .map_err(|e| {
-                    Failure::new(
-                        End::Transport,
-                        Source::Tls,
-                        format!("TLS handshake failed: {e}"),
-                    )
-                })?;
+                .map_err(Failure::tls_handshake)?;
             let mut f = Framed::new(tls, MAX_PACKET, READ_BUFFER);
             handshake(r, &mut f).await?;
             Ok(Connected::Tls(Box::new(f)))

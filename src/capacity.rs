@@ -64,6 +64,8 @@ pub struct Limits {
     pub hubs: u32,
     /// Webhook instances (the measured rate is per instance).
     pub webhook_instances: u32,
+    /// USD per unit-month of S1, S2, S3 (`[capacity] prices`; default [`TIERS`]' list prices).
+    pub prices: [f64; 3],
 }
 
 impl Default for Limits {
@@ -75,6 +77,7 @@ impl Default for Limits {
             hub_units: 1,
             hubs: 1,
             webhook_instances: 1,
+            prices: TIERS.map(|t| t.usd_per_unit_month),
         }
     }
 }
@@ -190,7 +193,7 @@ pub(crate) struct TierOffer {
 
 /// The tiers a plan chooses from, with caps and list prices. UNCONFIRMED prices: Azure list prices
 /// for the US regions as the project last read them; they change, and regions differ. Override
-/// them with `[capacity] prices` (not yet) or read the cost as a relative figure.
+/// them with `[capacity] prices = { S1 = …, S2 = …, S3 = … }` (USD per unit-month).
 pub(crate) const TIERS: [TierOffer; 3] = [
     TierOffer {
         tier: HubTier::S1,
@@ -256,7 +259,8 @@ pub(crate) fn size(fleet: u64, within_s: f64, webhook_per_s: f64, limits: &Limit
     let min_hubs = limits.hubs.max(1);
     let mut options: Vec<HubOption> = TIERS
         .iter()
-        .map(|t| {
+        .zip(limits.prices)
+        .map(|(t, price)| {
             // Both hub limits must carry the rate: the identity registry and new connections.
             let carries = |hubs: u32, units: u32| {
                 let h = f64::from(hubs);
@@ -270,7 +274,7 @@ pub(crate) fn size(fleet: u64, within_s: f64, webhook_per_s: f64, limits: &Limit
                         tier: t.tier,
                         hubs,
                         units_per_hub: units,
-                        usd_per_month: f64::from(hubs * units) * t.usd_per_unit_month,
+                        usd_per_month: f64::from(hubs * units) * price,
                         hubs_per_s: carries(hubs, units),
                     };
                 }
@@ -379,5 +383,17 @@ mod tests {
         assert!(s1.hubs > 1 && s1.units_per_hub <= 200, "{s1:?}");
         assert_eq!(big.dps_instances, 167);
         assert_eq!(big.webhook_instances, 6);
+        // Overridden prices reorder the options: a free S3 comes first.
+        let cheap_s3 = size(
+            1_000_000,
+            86_400.0,
+            500.0,
+            &Limits {
+                prices: [25.0, 250.0, 0.0],
+                ..Limits::default()
+            },
+        );
+        assert_eq!(cheap_s3.options[0].tier, HubTier::S3);
+        assert_eq!(cheap_s3.options[0].usd_per_month, 0.0);
     }
 }

@@ -22,7 +22,8 @@
 //! 9. `threshold`: k6-style pass/fail criteria on the final histograms and counters.
 //! 10. `metrics`: HdrHistograms and counters, folded by one collector.
 //! 11. `transcript`: what each class showed, reduced to the normalised conformance transcript.
-//! 12. `check`: expectations and their comparison with outcomes.
+//! 12. `check`, `simulate`: expectations and their comparison with outcomes; the onboarding-storm
+//!     simulation (a fluid model of devices retrying against DPS's limits, no sockets).
 //! 13. `dps`: DPS protocol facts: statuses, error codes, wire formats, enrollment resolution and
 //!     the outcome rules every driver and the emulator apply.
 //! 14. `sas`: SAS tokens (build, parse, verify), pure.
@@ -62,6 +63,7 @@ pub(crate) mod run;
 pub mod sas;
 pub mod scenario;
 pub(crate) mod secret;
+pub(crate) mod simulate;
 pub(crate) mod threshold;
 pub mod tls;
 pub(crate) mod transcript;

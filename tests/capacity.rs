@@ -165,3 +165,101 @@ fn a_knee_without_a_failing_step_is_a_lower_bound() {
     assert_eq!(plan["capacity"]["fleet"], 8000);
     assert_eq!(plan["sizing"]["fleet"], 8000);
 }
+
+/// Thousands of devices against the emulator with its admission ceiling scaled down to 200
+/// registrations/s: 3,000 devices arriving over 3 s (1,000/s) are refused, retry after the 429's
+/// `retry-after` and get through at the ceiling's pace, about 15 s in all. The same scenario's
+/// `plan --simulate` (no sockets) must predict the measured time to onboard (per device, arrival to
+/// assigned: p50, p99, the slowest) within 10 %. The ceiling, not this machine, sets the pace: the
+/// emulator needs a few percent of one core for 200/s, so a busy machine moves the result by
+/// milliseconds in seconds.
+const STORM: &str = r#"name = "storm"
+[target]
+mode = "mqtt"
+tls = "plain"
+verify_twins = false
+device_timeout = "120s"
+[emulator]
+immediate = true
+admission = { registrations_per_second = 200, retry_after = 1 }
+[enrollment]
+group_id = "g"
+primary_key = "oiK77Oy7rBw8YB6IS6ukRChAw+Yq6GC61RMrPLSTiOOtdI+XDu0LmLuNm11p+qv2I+adqGUdZHm46zXAQdZoOA=="
+iot_hubs = ["contoso-toasters-hub-1098.azure-devices.net", "contoso-heatpumps-hub-1098.azure-devices.net"]
+[webhook]
+policy = "tutorial-current"
+[[devices]]
+class = "toaster"
+id = "breakroom{n}-contoso-tstrsd-007"
+count = 3000
+expect = { status = "assigned", hub = "contoso-toasters-hub-1098.azure-devices.net" }
+[load]
+rate = 1000
+count = 3000
+max_in_flight = 4000
+grace = "60s"
+"#;
+
+#[test]
+fn the_onboarding_simulation_predicts_a_throttled_run_within_ten_percent() {
+    let dir = tempdir();
+    let file = dir.path().join("storm.toml");
+    std::fs::write(&file, STORM).unwrap();
+    let out = dir.path().join("run");
+    let r = run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let measured = summary(&out);
+    assert_eq!(measured["expectations"]["passed"], 3000, "{measured}");
+    let throttled = measured["phases"]["throttled_429"].as_u64().unwrap();
+    assert!(
+        throttled > 3000,
+        "the ceiling refused registers: {throttled}"
+    );
+    let plan = dir.path().join("plan");
+    let p = run(&[
+        "plan",
+        file.to_str().unwrap(),
+        "--simulate",
+        "--webhook-rate",
+        "inf",
+        "--arrival",
+        "ramp:3s",
+        "--fleet",
+        "3000",
+        "--out",
+        plan.to_str().unwrap(),
+    ]);
+    assert_eq!(p.code, 0, "{}\n{}", p.stdout, p.stderr);
+    let sim: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(plan.join("simulation.json")).unwrap()).unwrap();
+    assert_eq!(sim["complete"], true, "{sim}");
+    assert_eq!(sim["binding"], "admission rate", "{sim}");
+    let lat = &measured["latency_us"];
+    let mut report = String::new();
+    let mut off = Vec::new();
+    for (q, key) in [("p50", "p50_s"), ("p99", "p99_s"), ("max", "max_s")] {
+        let m = lat[q].as_f64().unwrap() / 1e6;
+        let s = sim[key].as_f64().unwrap();
+        report.push_str(&format!("{q}: measured {m:.2} s, simulated {s:.2} s\n"));
+        if (s - m).abs() > 0.1 * m {
+            off.push(q);
+        }
+    }
+    report.push_str(&format!(
+        "429s: measured {throttled}, simulated {}\n",
+        sim["throttled"]
+    ));
+    eprintln!("{report}");
+    assert!(off.is_empty(), "more than 10 % off: {off:?}\n{report}");
+    assert!(
+        p.stdout.contains("binding limit: admission rate"),
+        "{}",
+        p.stdout
+    );
+}

@@ -141,6 +141,25 @@ struct PlanArgs {
     /// throughput thresholds, whose verdict depends on how busy the machine is), none.
     #[arg(long, value_parser = parse_selection, default_value = "all")]
     thresholds: Selection,
+    /// Then simulate the fleet's onboarding (no sockets): devices arriving on `--arrival`, retrying
+    /// as the device SDKs do, against the DPS quota, the hubs' registry and the webhook at the
+    /// knee (or at `--webhook-rate`, without a search).
+    #[arg(long)]
+    simulate: bool,
+    /// How the fleet arrives in the simulation: `burst` (all at once, after an outage) or
+    /// `ramp:DURATION` (evenly, e.g. ramp:2h).
+    #[arg(long, default_value = "burst", value_parser = crate::simulate::Arrival::parse, requires = "simulate")]
+    arrival: crate::simulate::Arrival,
+    /// Registrations/s one webhook instance carries (`inf`: unlimited); skips the search.
+    #[arg(long, requires = "simulate")]
+    webhook_rate: Option<f64>,
+    /// Webhook call latency in the simulation with --webhook-rate, e.g. 20ms.
+    #[arg(long, default_value = "0s", value_parser = humantime::parse_duration, requires = "webhook_rate")]
+    webhook_latency: std::time::Duration,
+    /// One request's round trip in the simulation (default 1 ms to the embedded emulator, 50 ms
+    /// to Azure).
+    #[arg(long, value_parser = humantime::parse_duration, requires = "simulate")]
+    rtt: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -523,11 +542,26 @@ async fn plan_command(a: PlanArgs) -> anyhow::Result<u8> {
     };
     let stop = on_ctrl_c(s.load.grace)?;
     banner("plan", &s);
-    let (plan, dir) = crate::plan::plan(&s, &o, a.fleet, a.within, stop.clone()).await?;
+    let storm = a.simulate.then_some(crate::plan::storm::StormArgs {
+        arrival: a.arrival,
+        webhook_per_s: a.webhook_rate,
+        webhook_latency_s: a.webhook_latency.as_secs_f64(),
+        rtt: a.rtt,
+    });
+    if a.webhook_rate.is_some_and(|r| r.is_nan() || r <= 0.0) {
+        bail!("--webhook-rate must be a positive number of registrations per second (or inf)");
+    }
+    let (plan, dir) = crate::plan::plan(&s, &o, a.fleet, a.within, storm, stop.clone()).await?;
     say!("\n{}", crate::plan::text(&plan).trim_end());
     say!("plan: {}", dir.join("report.html").display());
     Ok(if stop.level() > 0 {
         EXIT_INTERRUPTED
+    } else if let Some(sim) = plan.simulation.as_ref().filter(|_| plan.steps.is_empty()) {
+        if sim.complete {
+            EXIT_PASS
+        } else {
+            EXIT_FAIL
+        }
     } else if plan.knee.is_some() {
         EXIT_PASS
     } else {

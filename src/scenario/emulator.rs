@@ -347,6 +347,21 @@ impl Validator<'_> {
         limits.dps_instances = c.dps_instances.unwrap_or(1).max(1);
         limits.hub_units = c.hub_units.unwrap_or(1).max(1);
         limits.webhook_instances = c.webhook_instances.unwrap_or(1).max(1);
+        if let Some(p) = &c.prices {
+            let given = [p.get_ref().s1, p.get_ref().s2, p.get_ref().s3];
+            for (slot, v) in limits.prices.iter_mut().zip(given) {
+                if let Some(v) = v {
+                    if !v.is_finite() || v < 0.0 {
+                        return self.err(
+                            p.span(),
+                            "capacity.prices",
+                            "USD per unit-month: numbers of 0 or more, e.g. { S1 = 25, S3 = 2500 }",
+                        );
+                    }
+                    *slot = v;
+                }
+            }
+        }
         Ok(super::CapacityOptions {
             fleet: c.fleet,
             limits,

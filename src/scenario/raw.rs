@@ -299,4 +299,17 @@ pub(crate) struct Capacity {
     pub hub_tier: Option<S<String>>,
     pub hub_units: Option<u32>,
     pub webhook_instances: Option<u32>,
+    pub prices: Option<S<Prices>>,
+}
+
+/// `[capacity] prices`: USD per unit-month per IoT Hub tier.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Prices {
+    #[serde(rename = "S1")]
+    pub s1: Option<f64>,
+    #[serde(rename = "S2")]
+    pub s2: Option<f64>,
+    #[serde(rename = "S3")]
+    pub s3: Option<f64>,
 }

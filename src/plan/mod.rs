@@ -5,7 +5,11 @@
 //! math (`capacity.rs`) turns the knee into onboarding time and the binding limit.
 //!
 //! Each step is an ordinary run with its own report under the plan directory; this module only
-//! chooses the rates, judges the steps and writes `plan.json`, `plan.md` and `report.html`.
+//! chooses the rates, judges the steps and writes `plan.json`, `plan.md` and `report.html`. With
+//! `--simulate`, `storm.rs` then simulates the fleet's onboarding at the knee (or at a given
+//! webhook rate, without a search).
+
+pub(crate) mod storm;
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -18,7 +22,9 @@ use crate::driver::Stop;
 use crate::report::{html, Summary};
 use crate::run::{self, Overrides, RunError};
 use crate::scenario::Scenario;
+use crate::simulate::{self, Prediction};
 use crate::threshold::Selection;
+use storm::StormArgs;
 
 /// One step of the search.
 #[derive(Debug, Clone, Serialize)]
@@ -62,6 +68,8 @@ pub(crate) struct Plan {
     pub sizing: Option<capacity::Sizing>,
     /// No step failed: the knee is only a lower bound (the search stopped at its maximum).
     pub bounded: bool,
+    /// The onboarding-storm simulation (`--simulate`).
+    pub simulation: Option<Prediction>,
 }
 
 /// Why a step fails the SLO (empty = pass). The achieved-rate criterion is a timing one: it is
@@ -99,23 +107,53 @@ fn judge(s: &Summary, offered: f64, selection: Selection) -> Vec<String> {
     why
 }
 
-/// Runs the search. `o` carries `--url`, `--out` (the plan directory) and progress.
-pub(crate) async fn plan(
-    s: &Scenario,
-    o: &Overrides,
-    fleet: Option<u64>,
-    within: std::time::Duration,
-    stop: Stop,
-) -> Result<(Plan, PathBuf), RunError> {
-    let search = s.load.search;
-    let dir = o.out.clone().unwrap_or_else(|| {
+/// `--out`, else `reports/<scenario>-plan-<UTC timestamp>/`.
+fn plan_dir(s: &Scenario, o: &Overrides) -> PathBuf {
+    o.out.clone().unwrap_or_else(|| {
         let stamp: String = humantime::format_rfc3339_seconds(std::time::SystemTime::now())
             .to_string()
             .chars()
             .filter(|c| *c != '-' && *c != ':')
             .collect();
         s.report.out.join(format!("{}-plan-{stamp}", s.name))
-    });
+    })
+}
+
+/// Runs the search (and with `storm`, the simulation). `o` carries `--url`, `--out` (the plan directory) and progress.
+pub(crate) async fn plan(
+    s: &Scenario,
+    o: &Overrides,
+    fleet: Option<u64>,
+    within: std::time::Duration,
+    storm: Option<StormArgs>,
+    stop: Stop,
+) -> Result<(Plan, PathBuf), RunError> {
+    let search = s.load.search;
+    let dir = plan_dir(s, o);
+    let fleet = fleet
+        .or(s.capacity.fleet)
+        .unwrap_or_else(|| s.fleet_to_assign());
+    // A given webhook rate: no search, only the simulation.
+    if let Some(a) = storm.filter(|a| a.webhook_per_s.is_some()) {
+        let p = simulate::simulate(&storm::model(s, fleet, &a, within));
+        let plan = Plan {
+            scenario: s.name.clone(),
+            steps: Vec::new(),
+            knee: None,
+            knee_throughput: None,
+            concurrency_at_knee: None,
+            first_failure: None,
+            capacity: None,
+            sizing: None,
+            bounded: false,
+            simulation: Some(p),
+        };
+        write(&dir, &plan).map_err(|source| RunError::Report {
+            path: dir.clone(),
+            source,
+        })?;
+        return Ok((plan, dir));
+    }
     let mut steps = Vec::new();
     let mut rate = search.start;
     let mut knee: Option<(f64, f64, f64)> = None;
@@ -167,9 +205,14 @@ pub(crate) async fn plan(
             None => rate * search.factor,
         };
     }
-    let fleet = fleet
-        .or(s.capacity.fleet)
-        .unwrap_or_else(|| s.fleet_to_assign());
+    let simulation = storm.zip(knee).map(|(a, k)| {
+        let a = StormArgs {
+            webhook_per_s: Some(k.1),
+            webhook_latency_s: k.2 / 1e6,
+            ..a
+        };
+        simulate::simulate(&storm::model(s, fleet, &a, within))
+    });
     let first_failure_rate = first_failure.as_ref().map(|(r, _)| *r);
     let plan = Plan {
         scenario: s.name.clone(),
@@ -181,6 +224,7 @@ pub(crate) async fn plan(
         capacity: knee.map(|k| capacity::estimate(fleet, k.1, &s.capacity.limits)),
         sizing: knee.map(|k| capacity::size(fleet, within.as_secs_f64(), k.1, &s.capacity.limits)),
         bounded: first_failure_rate.is_none(),
+        simulation,
     };
     write(&dir, &plan).map_err(|source| RunError::Report {
         path: dir.clone(),
@@ -213,6 +257,12 @@ pub(crate) fn markdown(p: &Plan) -> String {
         );
     }
     match (p.knee, p.knee_throughput, p.concurrency_at_knee) {
+        _ if p.steps.is_empty() => {
+            let _ = writeln!(
+                o,
+                "\nNo search: the simulation ran at the given webhook rate."
+            );
+        }
         (Some(k), Some(t), Some(c)) => {
             let bound = if p.bounded { "≥ " } else { "" };
             let _ = writeln!(
@@ -290,6 +340,9 @@ pub(crate) fn markdown(p: &Plan) -> String {
         );
         let _ = writeln!(o, "\nSources: {}.", capacity::TIER_SOURCE);
     }
+    if let Some(p) = &p.simulation {
+        let _ = writeln!(o, "\n```text\n{}```", storm::text(p));
+    }
     o
 }
 
@@ -324,6 +377,9 @@ pub(crate) fn text(p: &Plan) -> String {
         table.clear();
     };
     for line in md.lines() {
+        if line.starts_with("```") {
+            continue;
+        }
         if let Some(row) = line.strip_prefix('|') {
             let cells: Vec<String> = row
                 .trim_end_matches('|')
@@ -355,6 +411,12 @@ fn write(dir: &Path, p: &Plan) -> std::io::Result<()> {
         dir.join("plan.json"),
         serde_json::to_vec_pretty(p).expect("the plan serialises"),
     )?;
+    if let Some(sim) = &p.simulation {
+        std::fs::write(
+            dir.join("simulation.json"),
+            serde_json::to_vec_pretty(sim).expect("the simulation serialises"),
+        )?;
+    }
     let md = markdown(p);
     std::fs::write(dir.join("plan.md"), &md)?;
     let curve: Vec<(f64, f64, u64, bool)> = p
@@ -383,13 +445,20 @@ fn write(dir: &Path, p: &Plan) -> std::io::Result<()> {
         );
     }
     body.push_str("</table>");
+    // The simulation's text block is in its own section below.
     let text: String = md
+        .split("\n```")
+        .next()
+        .unwrap_or_default()
         .lines()
         .skip(2)
         .filter(|l| !l.starts_with('|'))
         .map(|l| format!("<p>{}</p>", l.replace("**", "")))
         .collect();
     body.push_str(&text);
+    if let Some(sim) = &p.simulation {
+        body.push_str(&storm::svg(sim));
+    }
     if let Some(e) = &p.capacity {
         body.push_str(&html::capacity_section(
             e,

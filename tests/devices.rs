@@ -543,7 +543,25 @@ fn a_busy_emulator_answers_429_and_devices_retry_until_assigned() {
     assert!(v["phases"]["throttled_devices"].as_u64().unwrap() >= 2);
 }
 
-/// `dps serve` counts what admission control shed in `GET /stats`.
+/// `GET /metrics` on `addr`: the body.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned()
+}
+
+/// `dps serve` counts what admission control shed in `GET /stats` and in `--metrics-addr`'s
+/// `/metrics`.
 #[test]
 fn admission_refusals_are_counted_in_stats() {
     let dir = tempdir();
@@ -566,10 +584,16 @@ fn admission_refusals_are_counted_in_stats() {
             "--http-plain",
             "127.0.0.1:0",
             "--no-https",
+            "--metrics-addr",
+            "127.0.0.1:0",
         ],
         false,
     );
     let http = e.http_plain.clone().unwrap();
+    let metrics = e
+        .metrics
+        .clone()
+        .expect("dps serve prints its metrics address");
     let target = format!(
         "endpoint = \"{}\"\ntls = \"plain\"\nverify_twins = false",
         e.mqtt_plain.clone().unwrap()
@@ -586,8 +610,26 @@ fn admission_refusals_are_counted_in_stats() {
         out.to_str().unwrap(),
     ]);
     let s = stats(&http);
+    let m = scrape(&metrics);
     e.kill();
     assert!(s["admission_refused"].as_u64().unwrap() >= 1, "{s}");
+    // The Prometheus endpoint says what /stats says (nothing runs between the two reads).
+    for (series, key) in [
+        ("dps_emulator_registrations_total", "registrations"),
+        ("dps_emulator_throttled_total", "throttled"),
+        ("dps_emulator_admission_refused_total", "admission_refused"),
+        (
+            "dps_emulator_terminal_total{status=\"assigned\"}",
+            "assigned",
+        ),
+    ] {
+        let v = m.lines().find_map(|l| {
+            l.strip_prefix(series)
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        });
+        assert_eq!(v, s[key].as_u64(), "{series} in\n{m}");
+    }
+    assert!(m.contains("dps_emulator_in_progress "), "{m}");
     assert!(
         s["throttled"].as_u64().unwrap() >= s["admission_refused"].as_u64().unwrap(),
         "{s}"

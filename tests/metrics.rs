@@ -144,9 +144,10 @@ fn the_endpoint_counts_what_the_summary_reports() {
         "{text}"
     );
     assert_eq!(get(&addr, "/other").0, 404);
-    // After it, during the linger: the final counts.
+    // After it, during the linger: the final counts, and nothing left in flight.
     let v = wait_for_summary(&out);
     let (_, text) = get(&addr, "/metrics");
+    assert_eq!(sample(&text, "loadtest_in_flight"), Some(0.0), "{text}");
     for (series, want) in expected(&v) {
         assert_eq!(sample(&text, &series), Some(want), "{series}\n{text}");
     }
@@ -160,6 +161,61 @@ fn the_endpoint_counts_what_the_summary_reports() {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `webhook serve --metrics-addr`: after a run against it, `webhook_requests_total` by status
+/// adds up to the requests the run's summary says were answered, each status as often as the
+/// run saw it, and nothing is in flight.
+#[test]
+fn webhook_serve_counts_its_answers() {
+    let dir = tempdir();
+    let hook = crate::util::Webhook::start(&[
+        "--scenario",
+        scenario("contoso.toml").to_str().unwrap(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ]);
+    let metrics = hook
+        .metrics
+        .clone()
+        .expect("webhook serve prints its metrics address");
+    let (_, before) = get(&metrics, "/metrics");
+    assert!(
+        before.contains("# TYPE webhook_requests counter"),
+        "{before}"
+    );
+    let out = dir.path().join("r");
+    let r = crate::util::run(&[
+        "run",
+        scenario("contoso.toml").to_str().unwrap(),
+        "--url",
+        &format!("{}/api/HttpTrigger1", hook.base),
+        "--rate",
+        "200",
+        "--count",
+        "300",
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.code == 0 || r.code == 1, "{}", r.stderr);
+    let v = summary(&out);
+    let (_, text) = get(&metrics, "/metrics");
+    let total: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("webhook_requests_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(
+        total,
+        v["requests"]["completed"].as_f64().unwrap(),
+        "{text}"
+    );
+    assert!(
+        sample(&text, "webhook_requests_total{code=\"200\"}").unwrap() > 0.0,
+        "{text}"
+    );
+    assert_eq!(sample(&text, "webhook_in_flight"), Some(0.0), "{text}");
 }
 
 /// The Prometheus server to test against: `$LOADTEST_PROMETHEUS` or `prometheus` on the PATH.

@@ -50,6 +50,10 @@ pub(super) struct DpsServeArgs {
     /// Time a new connection has to finish TLS and send CONNECT, e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
+    /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics: registrations, polls,
+    /// 429s, admission refusals, terminal statuses, registrations in progress.
+    #[arg(long)]
+    metrics_addr: Option<SocketAddr>,
     #[command(flatten)]
     limits: super::options::LimitArgs,
 }
@@ -95,6 +99,20 @@ pub(super) async fn dps_serve(a: DpsServeArgs) -> anyhow::Result<u8> {
         Err(e) => bail!("starting the DPS emulator: {e}"),
     };
     let e = &running.emulator;
+    let metrics = match a.metrics_addr {
+        Some(addr) => {
+            let mut registry = prometheus_client::registry::Registry::default();
+            registry.register_collector(Box::new(crate::emulator::Exported(e.clone())));
+            match crate::progress::exporter::serve(addr, registry) {
+                Ok((at, task)) => Some((at, super::webhook::AbortOnDrop(task))),
+                Err(err) => {
+                    running.stop().await;
+                    bail!("binding --metrics-addr {addr}: {err}");
+                }
+            }
+        }
+        None => None,
+    };
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -133,6 +151,9 @@ pub(super) async fn dps_serve(a: DpsServeArgs) -> anyhow::Result<u8> {
     }
     if let Some(ca) = &running.ca {
         writeln!(out, "  CA (trust it): {}", ca.display())?;
+    }
+    if let Some((at, _)) = &metrics {
+        writeln!(out, "  metrics:       http://{at}/metrics")?;
     }
     for (host, cs) in e.connection_strings() {
         writeln!(out, "  hub {host}: {cs}")?;

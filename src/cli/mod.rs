@@ -329,6 +329,10 @@ enum WebhookCommand {
         /// generated into this directory once; trust `DIR/ca.pem` (a scenario's `target.ca`).
         #[arg(long)]
         tls_dir: Option<PathBuf>,
+        /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics: answers by status,
+        /// requests in flight.
+        #[arg(long)]
+        metrics_addr: Option<SocketAddr>,
         #[command(flatten)]
         limits: LimitArgs,
     },
@@ -392,8 +396,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             policy,
             scenario,
             tls_dir,
+            metrics_addr,
             limits,
-        }) => webhook::serve(addr, policy, scenario, tls_dir, limits.limits()).await,
+        }) => {
+            webhook::serve(
+                addr,
+                policy,
+                scenario,
+                tls_dir,
+                metrics_addr,
+                limits.limits(),
+            )
+            .await
+        }
         Command::Dps(DpsCommand::Serve(a)) => dps_serve(a).await,
         Command::Plan(a) => plan_command(a).await,
         Command::Report(ReportCommand::Merge {

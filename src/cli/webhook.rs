@@ -18,6 +18,7 @@ pub(super) async fn serve(
     policy: Option<Policy>,
     scenario: Option<PathBuf>,
     tls_dir: Option<PathBuf>,
+    metrics_addr: Option<SocketAddr>,
     limits: crate::emulator::serve::Limits,
 ) -> anyhow::Result<u8> {
     let s = scenario.as_deref().map(Scenario::load).transpose()?;
@@ -40,6 +41,18 @@ pub(super) async fn serve(
             t.ca.display()
         ));
     }
+    let stats = std::sync::Arc::new(server::Stats::default());
+    let _metrics = match metrics_addr {
+        Some(addr) => {
+            let mut registry = prometheus_client::registry::Registry::default();
+            registry.register_collector(Box::new(stats.clone()));
+            let (at, task) = crate::progress::exporter::serve(addr, registry)
+                .with_context(|| format!("binding --metrics-addr {addr}"))?;
+            banner.push_str(&format!("  metrics: http://{at}/metrics\n"));
+            Some(AbortOnDrop(task))
+        }
+        None => None,
+    };
     {
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(banner.as_bytes());
@@ -53,9 +66,18 @@ pub(super) async fn serve(
         echo_payload,
         limits,
     };
-    server::run(listener, config, tls, async {
+    server::run(listener, config, tls, stats, async {
         let _ = tokio::signal::ctrl_c().await;
     })
     .await;
     Ok(EXIT_PASS)
+}
+
+/// Stops a background task when dropped (the metrics endpoint ends with the server).
+pub(super) struct AbortOnDrop(pub(super) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }

@@ -319,12 +319,13 @@ pub(crate) async fn run<E: Executor>(
         Pacing::Closed { count, .. } => *count,
     };
     let watch = plan.watch.clone().map(|w| (w, total, stop.clone()));
+    let sent = Arc::new(AtomicU64::new(0));
+    let sent_seen = sent.clone();
     let collector = tokio::spawn(async move {
-        let aborted = collect(&mut metrics, rx, finish_rx, progress, watch).await;
+        let aborted = collect(&mut metrics, rx, finish_rx, progress, watch, sent_seen).await;
         (metrics, aborted)
     });
 
-    let sent = Arc::new(AtomicU64::new(0));
     let inflight = Arc::new(InFlight::default());
     let scheduled = match &plan.pacing {
         Pacing::Open(schedule) => {
@@ -567,6 +568,7 @@ async fn collect(
     mut finish: tokio::sync::oneshot::Receiver<()>,
     progress: Progress,
     watch: Option<(Watch, Option<u64>, Stop)>,
+    sent: Arc<AtomicU64>,
 ) -> Option<String> {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     let mut aborted = None;
@@ -591,7 +593,8 @@ async fn collect(
                 None => break,
             },
             _ = tick.tick() => {
-                progress.update(metrics);
+                let in_flight = sent.load(Ordering::Relaxed).saturating_sub(metrics.samples);
+                progress.update(metrics, in_flight);
                 if let (None, Some((w, total, stop))) = (&aborted, &watch) {
                     let remaining = total.map(|t| t.saturating_sub(metrics.samples));
                     if let Some(why) = (w.0)(metrics, remaining) {

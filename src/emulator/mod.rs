@@ -10,6 +10,7 @@
 
 mod allocate;
 mod counters;
+pub use counters::Exported;
 pub mod https;
 pub mod hub;
 pub mod mqtt;

@@ -9,7 +9,7 @@
 //! "answered"|"transport"|"timed_out"}`, `loadtest_errors_total{source}`,
 //! `loadtest_throttled_total` (429 answers), `loadtest_latency_seconds` (from the intended start;
 //! a histogram whose buckets are exact counts from the run's HdrHistogram) and
-//! `loadtest_schedule_lag_seconds{quantile="0.99"}`, plus `loadtest_run_info{scenario,mode,
+//! `loadtest_schedule_lag_seconds{quantile="0.99"}`, `loadtest_in_flight`, plus `loadtest_run_info{scenario,mode,
 //! run_id,shard}`. At the end of a run the counters equal `summary.json`'s.
 
 use std::net::SocketAddr;
@@ -47,6 +47,7 @@ struct Snapshot {
     sum_s: f64,
     count: u64,
     lag_p99_s: f64,
+    in_flight: u64,
 }
 
 #[derive(Debug)]
@@ -63,11 +64,7 @@ impl Collector for Live {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone();
         let mut family = |name: &str, help: &str, rows: &[(Labels, u64)]| {
-            let mut d = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
-            for (labels, v) in rows {
-                ConstCounter::new(*v).encode(d.encode_family(labels)?)?;
-            }
-            Ok::<_, std::fmt::Error>(())
+            counters(&mut encoder, name, help, rows)
         };
         family(
             "loadtest_requests",
@@ -98,6 +95,12 @@ impl Collector for Live {
             "loadtest_throttled",
             "429 answers (webhook in webhook mode, DPS in device modes).",
             &[(Vec::new(), s.throttled)],
+        )?;
+        gauge(
+            &mut encoder,
+            "loadtest_in_flight",
+            "Requests sent and not yet ended (open loop: bounded by max_in_flight).",
+            s.in_flight as f64,
         )?;
         let d = encoder.encode_descriptor(
             "loadtest_latency_seconds",
@@ -197,38 +200,13 @@ impl Exporter {
         info: Labels,
         classes: Vec<String>,
     ) -> std::io::Result<Self> {
-        let (listener, _) = crate::listen::bind(addr)?;
-        let addr = listener.local_addr()?;
         let live = Arc::new(Live {
             info,
             snapshot: Mutex::new(Snapshot::default()),
         });
         let mut registry = Registry::default();
         registry.register_collector(Box::new(live.clone()));
-        let registry = Arc::new(registry);
-        let task = tokio::spawn(async move {
-            let limits = crate::listen::Limits::default();
-            let _conns = crate::listen::accept(
-                listener,
-                "metrics",
-                limits,
-                std::future::pending(),
-                |stream| {
-                    let registry = registry.clone();
-                    let service = hyper::service::service_fn(move |req| {
-                        let registry = registry.clone();
-                        async move { Ok::<_, std::convert::Infallible>(respond(&req, &registry)) }
-                    });
-                    async move {
-                        let _ = limits
-                            .http1()
-                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                            .await;
-                    }
-                },
-            )
-            .await;
-        });
+        let (addr, task) = serve(addr, registry)?;
         Ok(Self {
             live,
             classes,
@@ -237,9 +215,10 @@ impl Exporter {
         })
     }
 
-    /// Copies what a scrape shows from `m`.
-    pub(crate) fn update(&self, m: &Metrics) {
-        let s = Snapshot::of(m, &self.classes);
+    /// Copies what a scrape shows from `m`; `in_flight` requests are sent and not ended.
+    pub(crate) fn update(&self, m: &Metrics, in_flight: u64) {
+        let mut s = Snapshot::of(m, &self.classes);
+        s.in_flight = in_flight;
         *self
             .live
             .snapshot
@@ -251,6 +230,66 @@ impl Exporter {
     pub(crate) fn stop(&self) {
         self.task.abort();
     }
+}
+
+/// Encodes one counter family: a row per label set.
+pub(crate) fn counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    rows: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut d = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, v) in rows {
+        ConstCounter::new(*v).encode(d.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// Encodes one unlabelled gauge.
+pub(crate) fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: f64,
+) -> Result<(), std::fmt::Error> {
+    let d = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(d)
+}
+
+/// Serves `GET /metrics` from `registry` on `addr` (anything else: 404) in a background task,
+/// until the task is aborted: `run --metrics-addr`, and `dps serve`/`webhook serve` with theirs.
+pub(crate) fn serve(
+    addr: SocketAddr,
+    registry: Registry,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let (listener, _) = crate::listen::bind(addr)?;
+    let addr = listener.local_addr()?;
+    let registry = Arc::new(registry);
+    let task = tokio::spawn(async move {
+        let limits = crate::listen::Limits::default();
+        let _conns = crate::listen::accept(
+            listener,
+            "metrics",
+            limits,
+            std::future::pending(),
+            |stream| {
+                let registry = registry.clone();
+                let service = hyper::service::service_fn(move |req| {
+                    let registry = registry.clone();
+                    async move { Ok::<_, std::convert::Infallible>(respond(&req, &registry)) }
+                });
+                async move {
+                    let _ = limits
+                        .http1()
+                        .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                        .await;
+                }
+            },
+        )
+        .await;
+    });
+    Ok((addr, task))
 }
 
 fn respond<B>(req: &hyper::Request<B>, registry: &Registry) -> hyper::Response<Full<Bytes>> {

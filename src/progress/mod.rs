@@ -112,7 +112,7 @@ impl Progress {
     /// Refreshes what the exporter serves from the final metrics (after the last second closed).
     pub(crate) fn publish(&self, m: &Metrics) {
         if let Some(e) = &self.exporter {
-            e.update(m);
+            e.update(m, 0);
         }
     }
 
@@ -135,14 +135,14 @@ impl Progress {
     }
 
     /// Redraws from the current metrics: rate and p99 of the last completed second.
-    pub(crate) fn update(&self, m: &Metrics) {
+    pub(crate) fn update(&self, m: &Metrics, in_flight: u64) {
         let rows = m
             .intervals
             .as_ref()
             .map_or(&[][..], |l| l.timeline.as_slice());
         self.write_seconds(rows);
         if let Some(e) = &self.exporter {
-            e.update(m);
+            e.update(m, in_flight);
         }
         let Some(bar) = &self.bar else { return };
         bar.set_position(m.samples);

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,10 +20,13 @@ use hyper::header::{HeaderValue, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
 use serde::Deserialize;
 use tokio::net::TcpListener;
 
 use crate::listen::Limits;
+use crate::progress::exporter::{counters, gauge};
 
 use super::fault::Rule;
 use super::policy::{Policy, Reply};
@@ -86,6 +90,49 @@ impl Responder {
     }
 }
 
+/// What the server answered, read at each scrape of `webhook serve --metrics-addr`:
+/// `webhook_requests_total{code}` and the gauge `webhook_in_flight`.
+#[derive(Debug)]
+pub(crate) struct Stats {
+    /// Answers by HTTP status (index = status; 100–599).
+    by_status: Vec<AtomicU64>,
+    in_flight: AtomicU64,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            by_status: (0..600).map(|_| AtomicU64::new(0)).collect(),
+            in_flight: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Collector for Stats {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rows: Vec<_> = self
+            .by_status
+            .iter()
+            .enumerate()
+            .map(|(code, n)| (code, n.load(Ordering::Relaxed)))
+            .filter(|(_, n)| *n > 0)
+            .map(|(code, n)| (vec![("code", code.to_string())], n))
+            .collect();
+        counters(
+            &mut encoder,
+            "webhook_requests",
+            "Requests answered, by HTTP status.",
+            &rows,
+        )?;
+        gauge(
+            &mut encoder,
+            "webhook_in_flight",
+            "Requests being answered now.",
+            self.in_flight.load(Ordering::Relaxed) as f64,
+        )
+    }
+}
+
 /// A server running in the background of this process.
 #[derive(Debug)]
 pub(crate) struct Handle {
@@ -122,7 +169,7 @@ pub(crate) async fn spawn(addr: SocketAddr, config: Config) -> std::io::Result<H
     let (listener, _) = crate::listen::bind(addr)?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel();
-    let task = tokio::spawn(run(listener, config, None, async move {
+    let task = tokio::spawn(run(listener, config, None, Arc::default(), async move {
         let _ = rx.await;
     }));
     Ok(Handle {
@@ -133,19 +180,41 @@ pub(crate) async fn spawn(addr: SocketAddr, config: Config) -> std::io::Result<H
 }
 
 /// Serves until `shutdown` resolves; over TLS with `tls` (the handshake must finish within the
-/// header-read timeout, like the request head after it).
+/// header-read timeout, like the request head after it); answers are counted in `stats`.
 pub(crate) async fn run(
     listener: TcpListener,
     config: Config,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    stats: Arc<Stats>,
     shutdown: impl Future<Output = ()>,
 ) {
     let state = Arc::new(Responder::new(config));
     let graceful = GracefulShutdown::new();
     let limits = state.config.limits;
     let conns = crate::listen::accept(listener, "reference webhook", limits, shutdown, |stream| {
-        let state = state.clone();
-        let service = hyper::service::service_fn(move |req| handle(req, state.clone()));
+        let (state, stats) = (state.clone(), stats.clone());
+        let service = hyper::service::service_fn(move |req| {
+            let (state, stats) = (state.clone(), stats.clone());
+            async move {
+                // Counted down also when the client goes away mid-request (the future is dropped).
+                struct Leave<'a>(&'a AtomicU64);
+                impl Drop for Leave<'_> {
+                    fn drop(&mut self) {
+                        self.0.fetch_sub(1, Ordering::Relaxed);
+                    }
+                }
+                stats.in_flight.fetch_add(1, Ordering::Relaxed);
+                let leave = Leave(&stats.in_flight);
+                let r = handle(req, state).await;
+                drop(leave);
+                if let Ok(r) = &r {
+                    if let Some(n) = stats.by_status.get(usize::from(r.status().as_u16())) {
+                        n.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                r
+            }
+        });
         let tls = tls.clone();
         let watcher = graceful.watcher();
         async move {

@@ -65,6 +65,8 @@ pub fn deterministic(args: &[&str]) -> bool {
 pub struct Webhook {
     child: Child,
     pub base: String,
+    /// With `--metrics-addr`: the `host:port` of its `/metrics`.
+    pub metrics: Option<String>,
 }
 
 impl Webhook {
@@ -79,6 +81,17 @@ impl Webhook {
         let mut line = String::new();
         let mut reader = BufReader::new(child.stdout.take().unwrap());
         reader.read_line(&mut line).unwrap();
+        let mut metrics = None;
+        if args.contains(&"--metrics-addr") {
+            let mut more = String::new();
+            while reader.read_line(&mut more).unwrap() > 0 {
+                if let Some(m) = more.trim().strip_prefix("metrics: http://") {
+                    metrics = Some(m.trim_end_matches("/metrics").to_owned());
+                    break;
+                }
+                more.clear();
+            }
+        }
         // Keep draining stdout: the server must never write into a closed or full pipe.
         std::thread::spawn(move || for _ in reader.lines() {});
         let start = line
@@ -86,7 +99,11 @@ impl Webhook {
             .or_else(|| line.find("https://"))
             .unwrap_or_else(|| panic!("no URL in {line:?}"));
         let base = line[start..].split_whitespace().next().unwrap().to_owned();
-        Self { child, base }
+        Self {
+            child,
+            base,
+            metrics,
+        }
     }
 }
 
@@ -155,6 +172,8 @@ pub struct DpsProcess {
     pub mqtt_plain: Option<String>,
     /// `HTTP (plain):` host:port.
     pub http_plain: Option<String>,
+    /// `metrics:` host:port (with `--metrics-addr`).
+    pub metrics: Option<String>,
     /// Its standard error, when captured.
     pub stderr: Option<PathBuf>,
     _dir: tempfile::TempDir,
@@ -179,6 +198,7 @@ impl DpsProcess {
             .expect("dps serve starts");
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let (mut mqtt_tls, mut mqtt_plain, mut http_plain) = (None, None, None);
+        let mut metrics = None;
         for line in lines.by_ref() {
             let line = line.unwrap();
             let field = |prefix: &str| {
@@ -189,6 +209,8 @@ impl DpsProcess {
             mqtt_tls = mqtt_tls.or(field("MQTT (TLS):"));
             mqtt_plain = mqtt_plain.or(field("MQTT (plain):"));
             http_plain = http_plain.or(field("HTTP (plain):"));
+            metrics =
+                metrics.or(field("metrics:").map(|m| m.trim_end_matches("/metrics").to_owned()));
             if line.starts_with("Ctrl-C") {
                 break;
             }
@@ -200,6 +222,7 @@ impl DpsProcess {
             mqtt_tls,
             mqtt_plain,
             http_plain,
+            metrics,
             stderr,
             _dir: dir,
         }

@@ -39,3 +39,5 @@ mod capacity;
 mod cli_docs;
 // `run --metrics-addr`: the /metrics endpoint, read directly and by a real Prometheus.
 mod metrics;
+// The live console: the multi-line view under a pseudo-terminal, the 10 s line elsewhere.
+mod console;

@@ -8,10 +8,17 @@ use crate::scenario::{Mode, Rate, Scenario};
 pub(super) fn banner(command: &str, s: &Scenario) {
     let rate = match s.load.rate {
         Rate::Max => format!("closed loop, {} connections", s.load.connections),
-        Rate::PerSecond(r) => format!("{r}/s"),
+        Rate::PerSecond(r) if s.load.stages.is_empty() => format!("{r}/s"),
+        Rate::PerSecond(_) => format!("{} rate stages", s.load.stages.len()),
+    };
+    let length = match (s.load.duration, s.load.count) {
+        (Some(d), Some(n)) => format!(" for {} or {n} requests", humantime::format_duration(d)),
+        (Some(d), None) => format!(" for {}", humantime::format_duration(d)),
+        (None, Some(n)) => format!(", {n} requests"),
+        (None, None) => format!(", {} devices", s.population_sizes().iter().sum::<u64>()),
     };
     eprintln!(
-        "loadtest {command}: scenario {} ({} mode) against {}, {rate}",
+        "loadtest {command}: scenario {} ({} mode) against {}, {rate}{length}",
         s.name,
         s.target.mode.name(),
         s.target_display()

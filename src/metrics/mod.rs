@@ -307,6 +307,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
+    /// Time since the schedule's zero (zero before it).
+    pub fn elapsed(&self) -> std::time::Duration {
+        Instant::now().saturating_duration_since(self.start)
+    }
+}
+
+impl Metrics {
     /// Empty metrics for `classes` classes.
     pub fn new(classes: usize, start: Instant, examples: usize, observe: bool) -> Self {
         Self {

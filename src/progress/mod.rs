@@ -1,17 +1,15 @@
-//! The live views of a run: the progress line on a terminal (indicatif; quiet with
-//! `--no-progress`/`-q` or when stderr is not a terminal), whose rate and p99 are those of the
-//! last completed second, not averages since the start; `run --ndjson FILE`, one JSON line per
+//! The live views of a run: the console ([`console`]: a multi-line view on a terminal, a line
+//! every 10 s elsewhere; off with `--no-progress`/`-q`), whose rate and percentiles are those of
+//! the last completed second, not averages since the start; `run --ndjson FILE`, one JSON line per
 //! completed second for any other tool; and `run --metrics-addr`, a Prometheus endpoint
 //! ([`exporter`]). Reads metrics; never changes them.
 
+mod console;
 pub(crate) mod exporter;
-
-use std::io::IsTerminal as _;
-
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use std::io::Write as _;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::metrics::intervals::Second;
 use crate::metrics::Metrics;
@@ -19,7 +17,10 @@ use crate::metrics::Metrics;
 /// A progress display, possibly hidden, and the per-second NDJSON file, if asked for.
 #[derive(Debug, Clone)]
 pub(crate) struct Progress {
-    bar: Option<ProgressBar>,
+    console: Option<Arc<console::Console>>,
+    /// Requests scheduled (when known) and the planned length (open loop, or a duration).
+    total: Option<u64>,
+    planned: Option<Duration>,
     ndjson: Option<Arc<Mutex<Ndjson>>>,
     exporter: Option<Arc<exporter::Exporter>>,
 }
@@ -65,34 +66,13 @@ impl Ndjson {
 }
 
 impl Progress {
-    /// A bar of `total` requests (a spinner when unknown), shown only on a terminal.
-    pub(crate) fn new(total: Option<u64>, enabled: bool) -> Self {
-        if !enabled || !std::io::stderr().is_terminal() {
-            return Self {
-                bar: None,
-                ndjson: None,
-                exporter: None,
-            };
-        }
-        let bar = match total {
-            Some(t) => {
-                ProgressBar::with_draw_target(Some(t), ProgressDrawTarget::stderr_with_hz(4))
-                    .with_style(
-                        ProgressStyle::with_template(
-                            "{elapsed_precise} [{bar:30}] {pos}/{len} {msg}",
-                        )
-                        .expect("valid template")
-                        .progress_chars("=> "),
-                    )
-            }
-            None => ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr_with_hz(4))
-                .with_style(
-                    ProgressStyle::with_template("{elapsed_precise} {spinner} {pos} {msg}")
-                        .expect("valid template"),
-                ),
-        };
+    /// The console for `total` requests over `planned` (a spinner when the count is unknown);
+    /// nothing when not `enabled`.
+    pub(crate) fn new(total: Option<u64>, planned: Option<Duration>, enabled: bool) -> Self {
         Self {
-            bar: Some(bar),
+            console: console::Console::new(total, planned, enabled).map(Arc::new),
+            total,
+            planned,
             ndjson: None,
             exporter: None,
         }
@@ -144,28 +124,15 @@ impl Progress {
         if let Some(e) = &self.exporter {
             e.update(m, in_flight);
         }
-        let Some(bar) = &self.bar else { return };
-        bar.set_position(m.samples);
-        let failed: u64 = m.classes.iter().map(|c| c.failed).sum();
-        let last = match rows.last() {
-            Some(r) => format!(
-                "last 1 s: {:.0}/s p99 {:.1} ms",
-                r.ended as f64 / r.length_s.max(0.001),
-                r.p99_us as f64 / 1000.0
-            ),
-            None => "first second running".to_owned(),
-        };
-        bar.set_message(format!(
-            "{last}  unmet {failed}  no answer {}  429s {}",
-            m.failed + m.timed_out,
-            m.phases.as_ref().map_or(0, |p| p.throttled)
-        ));
+        if let Some(c) = &self.console {
+            c.update(m, rows, in_flight, self.total, self.planned);
+        }
     }
 
-    /// Removes the bar.
+    /// Removes the terminal view.
     pub(crate) fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+        if let Some(c) = &self.console {
+            c.finish();
         }
     }
 }

@@ -138,16 +138,20 @@ pub(crate) async fn run(
     } else {
         None
     });
-    let (pacing, target_rate, total) = match load.rate {
+    let (pacing, target_rate, total, planned) = match load.rate {
         Rate::PerSecond(rate) => {
             let schedule = Schedule::new(rate, &load.stages, load.duration, default_count);
             let total = schedule.total();
+            let planned = total
+                .checked_sub(1)
+                .and_then(|last| schedule.offset(last))
+                .map(|d| load.duration.map_or(d, |full| full.max(d)));
             let rate = if load.stages.is_empty() {
                 rate
             } else {
                 total as f64 / load.duration.map_or(1.0, |d| d.as_secs_f64())
             };
-            (Pacing::Open(schedule), Some(rate), Some(total))
+            (Pacing::Open(schedule), Some(rate), Some(total), planned)
         }
         Rate::Max => (
             Pacing::Closed {
@@ -157,6 +161,7 @@ pub(crate) async fn run(
             },
             None,
             default_count,
+            load.duration,
         ),
     };
     // With `--start-at` the schedule's zero is that instant, however late this process is.
@@ -192,7 +197,7 @@ pub(crate) async fn run(
         interval_log: Some(s.classes.iter().map(|c| c.name.clone()).collect()),
         origin,
     };
-    let mut progress = Progress::new(total, o.progress);
+    let mut progress = Progress::new(total, planned, o.progress);
     if let Some(path) = &o.ndjson {
         progress = progress
             .with_ndjson(path)

@@ -39,14 +39,6 @@ impl HubTier {
             HubTier::S3 => 6000.0 * u,
         }
     }
-
-    /// Identity-registry operations per second per unit.
-    pub fn registry_per_second(self) -> f64 {
-        match self {
-            HubTier::S1 | HubTier::S2 => 100.0 / 60.0,
-            HubTier::S3 => 5000.0 / 60.0,
-        }
-    }
 }
 
 /// The limits assumed, overridable in `[capacity]`.
@@ -64,8 +56,24 @@ pub struct Limits {
     pub hubs: u32,
     /// Webhook instances (the measured rate is per instance).
     pub webhook_instances: u32,
-    /// USD per unit-month of S1, S2, S3 (`[capacity] prices`; default [`TIERS`]' list prices).
-    pub prices: [f64; 3],
+    /// What each tier offers (S1, S2, S3): unit cap, registry quota, price (`[capacity.tiers]`
+    /// overrides any of them; default [`TIERS`]).
+    pub tiers: [TierOffer; 3],
+}
+
+impl Limits {
+    /// What `tier` offers under these limits.
+    pub(crate) fn offer(&self, tier: HubTier) -> &TierOffer {
+        self.tiers
+            .iter()
+            .find(|t| t.tier == tier)
+            .expect("every tier has an offer")
+    }
+
+    /// Identity-registry operations per second of one unit of `tier`.
+    pub(crate) fn registry_per_second(&self, tier: HubTier) -> f64 {
+        self.offer(tier).registry_per_minute / 60.0
+    }
 }
 
 impl Default for Limits {
@@ -77,7 +85,7 @@ impl Default for Limits {
             hub_units: 1,
             hubs: 1,
             webhook_instances: 1,
-            prices: TIERS.map(|t| t.usd_per_unit_month),
+            tiers: TIERS,
         }
     }
 }
@@ -133,7 +141,7 @@ pub(crate) struct Estimate {
 pub(crate) fn estimate(fleet: u64, webhook_per_s: f64, limits: &Limits) -> Estimate {
     let webhook = webhook_per_s * f64::from(limits.webhook_instances);
     let dps = limits.dps_registrations_per_minute / 60.0 * f64::from(limits.dps_instances);
-    let hubs = limits.hub_tier.registry_per_second()
+    let hubs = limits.registry_per_second(limits.hub_tier)
         * f64::from(limits.hub_units)
         * f64::from(limits.hubs.max(1));
     let connections =
@@ -149,7 +157,7 @@ pub(crate) fn estimate(fleet: u64, webhook_per_s: f64, limits: &Limits) -> Estim
     .expect("four candidates");
     let top = webhook.max(dps).max(hubs).max(connections);
     let per_instance_dps = limits.dps_registrations_per_minute / 60.0;
-    let per_unit_hubs = limits.hub_tier.registry_per_second() * f64::from(limits.hubs.max(1));
+    let per_unit_hubs = limits.registry_per_second(limits.hub_tier) * f64::from(limits.hubs.max(1));
     let ceil = |x: f64| x.ceil().max(1.0) as u32;
     Estimate {
         fleet,
@@ -180,34 +188,41 @@ pub(crate) fn estimate(fleet: u64, webhook_per_s: f64, limits: &Limits) -> Estim
     }
 }
 
-/// What one IoT Hub tier offers: the most units one hub may have, and the unit price.
+/// What one IoT Hub tier offers: the most units one hub may have, the identity-registry quota
+/// per unit, and the unit price.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
-pub(crate) struct TierOffer {
+pub struct TierOffer {
     /// The tier.
     pub tier: HubTier,
     /// Units one hub may have (S1/S2: 200, S3: 10).
     pub max_units: u32,
+    /// Identity-registry operations per minute per unit (S1/S2: 100, S3: 5,000).
+    pub registry_per_minute: f64,
     /// Price of one unit per month, USD.
     pub usd_per_unit_month: f64,
 }
 
 /// The tiers a plan chooses from, with caps and list prices. UNCONFIRMED prices: Azure list prices
 /// for the US regions as the project last read them; they change, and regions differ. Override
-/// them with `[capacity] prices = { S1 = …, S2 = …, S3 = … }` (USD per unit-month).
+/// them, the unit caps or the registry quotas with `[capacity.tiers]`, e.g.
+/// `S1 = { usd_per_unit_month = 30 }`.
 pub(crate) const TIERS: [TierOffer; 3] = [
     TierOffer {
         tier: HubTier::S1,
         max_units: 200,
+        registry_per_minute: 100.0,
         usd_per_unit_month: 25.0,
     },
     TierOffer {
         tier: HubTier::S2,
         max_units: 200,
+        registry_per_minute: 100.0,
         usd_per_unit_month: 250.0,
     },
     TierOffer {
         tier: HubTier::S3,
         max_units: 10,
+        registry_per_minute: 5000.0,
         usd_per_unit_month: 2500.0,
     },
 ];
@@ -250,6 +265,8 @@ pub(crate) struct Sizing {
     pub dps_instances: u32,
     /// Webhook instances at the measured rate per instance.
     pub webhook_instances: u32,
+    /// The tier figures used, where `[capacity.tiers]` changed them from [`TIERS`].
+    pub tiers_overridden: Vec<TierOffer>,
 }
 
 /// Sizes hubs, DPS and webhook so that `fleet` devices onboard within `within_s` seconds, given a
@@ -257,14 +274,14 @@ pub(crate) struct Sizing {
 pub(crate) fn size(fleet: u64, within_s: f64, webhook_per_s: f64, limits: &Limits) -> Sizing {
     let rate = fleet as f64 / within_s.max(1.0);
     let min_hubs = limits.hubs.max(1);
-    let mut options: Vec<HubOption> = TIERS
+    let mut options: Vec<HubOption> = limits
+        .tiers
         .iter()
-        .zip(limits.prices)
-        .map(|(t, price)| {
+        .map(|t| {
             // Both hub limits must carry the rate: the identity registry and new connections.
             let carries = |hubs: u32, units: u32| {
                 let h = f64::from(hubs);
-                (t.tier.registry_per_second() * f64::from(units) * h)
+                (t.registry_per_minute / 60.0 * f64::from(units) * h)
                     .min(t.tier.connections_per_second(units) * h)
             };
             let mut hubs = min_hubs;
@@ -274,7 +291,7 @@ pub(crate) fn size(fleet: u64, within_s: f64, webhook_per_s: f64, limits: &Limit
                         tier: t.tier,
                         hubs,
                         units_per_hub: units,
-                        usd_per_month: f64::from(hubs * units) * price,
+                        usd_per_month: f64::from(hubs * units) * t.usd_per_unit_month,
                         hubs_per_s: carries(hubs, units),
                     };
                 }
@@ -298,6 +315,13 @@ pub(crate) fn size(fleet: u64, within_s: f64, webhook_per_s: f64, limits: &Limit
         } else {
             0
         },
+        tiers_overridden: limits
+            .tiers
+            .iter()
+            .zip(TIERS)
+            .filter(|(t, d)| **t != *d)
+            .map(|(t, _)| *t)
+            .collect(),
     }
 }
 
@@ -384,12 +408,14 @@ mod tests {
         assert_eq!(big.dps_instances, 167);
         assert_eq!(big.webhook_instances, 6);
         // Overridden prices reorder the options: a free S3 comes first.
+        let mut tiers = TIERS;
+        tiers[2].usd_per_unit_month = 0.0;
         let cheap_s3 = size(
             1_000_000,
             86_400.0,
             500.0,
             &Limits {
-                prices: [25.0, 250.0, 0.0],
+                tiers,
                 ..Limits::default()
             },
         );

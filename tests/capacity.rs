@@ -263,3 +263,91 @@ fn the_onboarding_simulation_predicts_a_throttled_run_within_ten_percent() {
         p.stdout
     );
 }
+
+/// `plan --simulate --webhook-rate` needs no search: a million devices within a day get a sizing
+/// within every tier's cap with its cost and dated sources, and `[capacity.tiers]` overrides what a
+/// tier offers (here a cheaper S3 of at most 4 units, which then comes first) and says so; a bad
+/// override names the file, line and field.
+#[test]
+fn tier_figures_can_be_overridden_and_the_plan_says_so() {
+    let dir = tempdir();
+    let base = r#"name = "tiers"
+[enrollment]
+group_id = "g"
+primary_key = "oiK77Oy7rBw8YB6IS6ukRChAw+Yq6GC61RMrPLSTiOOtdI+XDu0LmLuNm11p+qv2I+adqGUdZHm46zXAQdZoOA=="
+iot_hubs = ["contoso-toasters-hub-1098.azure-devices.net"]
+[[devices]]
+class = "toaster"
+id = "breakroom{n}-contoso-tstrsd-007"
+count = 100
+expect = { status = "assigned" }
+"#;
+    let file = dir.path().join("tiers.toml");
+    std::fs::write(
+        &file,
+        format!("{base}[capacity.tiers]\nS3 = {{ usd_per_unit_month = 1, max_units = 4 }}\n"),
+    )
+    .unwrap();
+    let out = dir.path().join("plan");
+    let r = run(&[
+        "plan",
+        file.to_str().unwrap(),
+        "--simulate",
+        "--webhook-rate",
+        "500",
+        "--fleet",
+        "1000000",
+        "--within",
+        "24h",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("plan.json")).unwrap()).unwrap();
+    assert!(plan["steps"].as_array().unwrap().is_empty(), "no search");
+    let options = plan["sizing"]["options"].as_array().unwrap();
+    assert_eq!(options[0]["tier"], "S3", "{plan}");
+    assert_eq!(options[0]["usd_per_month"], 1.0, "{plan}");
+    for o in options {
+        let cap = if o["tier"] == "S3" { 4 } else { 200 };
+        assert!(o["units_per_hub"].as_u64().unwrap() <= cap, "{o}");
+    }
+    assert!(
+        r.stdout
+            .contains("Overridden in [capacity.tiers]: S3 at most 4 units"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("UNCONFIRMED as of 2026-12"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        r.stdout.contains("Onboarding storm (simulated"),
+        "{}",
+        r.stdout
+    );
+    assert!(out.join("simulation.json").exists());
+    std::fs::write(
+        &file,
+        format!("{base}[capacity.tiers]\nS1 = {{ max_units = 0 }}\n"),
+    )
+    .unwrap();
+    let bad = run(&[
+        "plan",
+        file.to_str().unwrap(),
+        "--simulate",
+        "--webhook-rate",
+        "500",
+    ]);
+    assert_eq!(bad.code, 2, "{}", bad.stderr);
+    assert!(
+        bad.stderr.contains("tiers.toml")
+            && bad.stderr.contains(":12")
+            && bad.stderr.contains("capacity.tiers.S1"),
+        "{}",
+        bad.stderr
+    );
+}

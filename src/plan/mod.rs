@@ -134,8 +134,10 @@ pub(crate) async fn plan(
         .or(s.capacity.fleet)
         .unwrap_or_else(|| s.fleet_to_assign());
     // A given webhook rate: no search, only the simulation.
-    if let Some(a) = storm.filter(|a| a.webhook_per_s.is_some()) {
+    if let Some((a, rate)) = storm.and_then(|a| Some((a, a.webhook_per_s?))) {
         let p = simulate::simulate(&storm::model(s, fleet, &a, within));
+        // The given rate stands in for the knee (an unlimited webhook: the sizing's own).
+        let rate = if rate.is_finite() { rate } else { 0.0 };
         let plan = Plan {
             scenario: s.name.clone(),
             steps: Vec::new(),
@@ -143,8 +145,13 @@ pub(crate) async fn plan(
             knee_throughput: None,
             concurrency_at_knee: None,
             first_failure: None,
-            capacity: None,
-            sizing: None,
+            capacity: (rate > 0.0).then(|| capacity::estimate(fleet, rate, &s.capacity.limits)),
+            sizing: Some(capacity::size(
+                fleet,
+                within.as_secs_f64(),
+                rate,
+                &s.capacity.limits,
+            )),
             bounded: false,
             simulation: Some(p),
         };
@@ -237,10 +244,12 @@ pub(crate) async fn plan(
 pub(crate) fn markdown(p: &Plan) -> String {
     let mut o = String::new();
     let _ = writeln!(o, "## loadtest plan `{}`\n", p.scenario);
-    let _ = writeln!(
-        o,
-        "| offered /s | achieved /s | p50 ms | p99 ms | result |\n|---:|---:|---:|---:|---|"
-    );
+    if !p.steps.is_empty() {
+        let _ = writeln!(
+            o,
+            "| offered /s | achieved /s | p50 ms | p99 ms | result |\n|---:|---:|---:|---:|---|"
+        );
+    }
     for s in &p.steps {
         let res = if s.passed {
             "pass".to_owned()
@@ -260,7 +269,7 @@ pub(crate) fn markdown(p: &Plan) -> String {
         _ if p.steps.is_empty() => {
             let _ = writeln!(
                 o,
-                "\nNo search: the simulation ran at the given webhook rate."
+                "No search: the sizing and the simulation use the given webhook rate."
             );
         }
         (Some(k), Some(t), Some(c)) => {
@@ -288,10 +297,7 @@ pub(crate) fn markdown(p: &Plan) -> String {
         let _ = writeln!(o, "First failing rate: **{r:.1}/s**: {}.", why.join("; "));
     }
     if let Some(e) = &p.capacity {
-        let cap = capacity::TIERS
-            .iter()
-            .find(|t| t.tier == e.limits.hub_tier)
-            .map_or(u32::MAX, |t| t.max_units);
+        let cap = e.limits.offer(e.limits.hub_tier).max_units;
         // Within the tier's cap per hub: beyond it, more hubs of at most `cap` units.
         let total_units = e.hub_units_needed.saturating_mul(e.limits.hubs.max(1));
         let hub_setup = if e.hub_units_needed <= cap {
@@ -339,6 +345,13 @@ pub(crate) fn markdown(p: &Plan) -> String {
             z.dps_per_minute, z.dps_instances, z.webhook_instances
         );
         let _ = writeln!(o, "\nSources: {}.", capacity::TIER_SOURCE);
+        for t in &z.tiers_overridden {
+            let _ = writeln!(
+                o,
+                "Overridden in [capacity.tiers]: {:?} at most {} units per hub, {} registry operations/min per unit, USD {} per unit-month.",
+                t.tier, t.max_units, t.registry_per_minute, t.usd_per_unit_month
+            );
+        }
     }
     if let Some(p) = &p.simulation {
         let _ = writeln!(o, "\n```text\n{}```", storm::text(p));

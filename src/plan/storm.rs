@@ -77,7 +77,7 @@ pub(crate) fn model(s: &Scenario, fleet: u64, a: &StormArgs, within: Duration) -
     } else {
         let rtt = a.rtt.map_or(0.05, |d| d.as_secs_f64());
         let registry =
-            l.hub_tier.registry_per_second() * f64::from(l.hub_units) * f64::from(l.hubs.max(1));
+            l.registry_per_second(l.hub_tier) * f64::from(l.hub_units) * f64::from(l.hubs.max(1));
         Model {
             fleet,
             arrival: a.arrival,

@@ -347,18 +347,33 @@ impl Validator<'_> {
         limits.dps_instances = c.dps_instances.unwrap_or(1).max(1);
         limits.hub_units = c.hub_units.unwrap_or(1).max(1);
         limits.webhook_instances = c.webhook_instances.unwrap_or(1).max(1);
-        if let Some(p) = &c.prices {
-            let given = [p.get_ref().s1, p.get_ref().s2, p.get_ref().s3];
-            for (slot, v) in limits.prices.iter_mut().zip(given) {
-                if let Some(v) = v {
-                    if !v.is_finite() || v < 0.0 {
-                        return self.err(
-                            p.span(),
-                            "capacity.prices",
-                            "USD per unit-month: numbers of 0 or more, e.g. { S1 = 25, S3 = 2500 }",
-                        );
+        if let Some(t) = &c.tiers {
+            for (i, (name, o)) in [("S1", &t.s1), ("S2", &t.s2), ("S3", &t.s3)]
+                .into_iter()
+                .enumerate()
+            {
+                let Some(o) = o else { continue };
+                let offer = &mut limits.tiers[i];
+                let field = format!("capacity.tiers.{name}");
+                let bad = |what: &str| self.err(o.span(), &field, what);
+                let v = o.get_ref();
+                if let Some(n) = v.max_units {
+                    if n == 0 {
+                        return bad("max_units: at least 1");
                     }
-                    *slot = v;
+                    offer.max_units = n;
+                }
+                if let Some(r) = v.registry_per_minute {
+                    if !r.is_finite() || r <= 0.0 {
+                        return bad("registry_per_minute: a positive number");
+                    }
+                    offer.registry_per_minute = r;
+                }
+                if let Some(p) = v.usd_per_unit_month {
+                    if !p.is_finite() || p < 0.0 {
+                        return bad("usd_per_unit_month: a number of 0 or more");
+                    }
+                    offer.usd_per_unit_month = p;
                 }
             }
         }

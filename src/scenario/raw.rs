@@ -299,17 +299,26 @@ pub(crate) struct Capacity {
     pub hub_tier: Option<S<String>>,
     pub hub_units: Option<u32>,
     pub webhook_instances: Option<u32>,
-    pub prices: Option<S<Prices>>,
+    pub tiers: Option<Tiers>,
 }
 
-/// `[capacity] prices`: USD per unit-month per IoT Hub tier.
+/// `[capacity.tiers]`: overrides of what each IoT Hub tier offers.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct Prices {
+pub(crate) struct Tiers {
     #[serde(rename = "S1")]
-    pub s1: Option<f64>,
+    pub s1: Option<S<TierOffer>>,
     #[serde(rename = "S2")]
-    pub s2: Option<f64>,
+    pub s2: Option<S<TierOffer>>,
     #[serde(rename = "S3")]
-    pub s3: Option<f64>,
+    pub s3: Option<S<TierOffer>>,
+}
+
+/// One tier's overrides.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TierOffer {
+    pub max_units: Option<u32>,
+    pub registry_per_minute: Option<f64>,
+    pub usd_per_unit_month: Option<f64>,
 }

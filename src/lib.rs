@@ -30,10 +30,11 @@
 //! 15. `device`, `pacing`, `secret`, `capacity`, `outcome`: the synthetic population and key
 //!     derivation; the open-loop schedule; the redacted secret string; the DPS and IoT Hub quota
 //!     arithmetic; how a request ended and where a failure came from.
-//! 16. `lanes`, `listen`, `dial`, `tls`, `mqtt`: the I/O helpers: single-threaded runtimes, one
-//!     per core; accepting connections with limits; opening them from spread source addresses;
-//!     server certificates (a generated development CA or the user's PEM files) and extra client
-//!     trust anchors; MQTT packets over a byte stream.
+//! 16. `lanes`, `listen`, `dial`, `tls`, `mqtt`, `ws`: the I/O helpers: single-threaded
+//!     runtimes, one per core; accepting connections with limits; opening them from spread source
+//!     addresses; server certificates (a generated development CA or the user's PEM files) and
+//!     extra client trust anchors; MQTT packets over a byte stream; that byte stream over a
+//!     WebSocket (`/$iothub/websocket`, subprotocol `mqtt`).
 //!
 //! # Public surface
 //!
@@ -68,3 +69,4 @@ pub(crate) mod threshold;
 pub mod tls;
 pub(crate) mod transcript;
 pub(crate) mod webhook;
+pub mod ws;

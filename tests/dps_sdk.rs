@@ -66,16 +66,14 @@ impl Drop for Dps {
 }
 
 fn serve(scenario: &Path, tls_dir: &Path) -> Dps {
+    serve_on(scenario, tls_dir, "127.0.0.1:8883")
+}
+
+fn serve_on(scenario: &Path, tls_dir: &Path, mqtt: &str) -> Dps {
     let mut child = bin()
         .args(["dps", "serve"])
         .arg(scenario)
-        .args([
-            "--mqtt",
-            "127.0.0.1:8883",
-            "--https",
-            "127.0.0.1:0",
-            "--tls-dir",
-        ])
+        .args(["--mqtt", mqtt, "--https", "127.0.0.1:0", "--tls-dir"])
         .arg(tls_dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -107,7 +105,12 @@ fn serve(scenario: &Path, tls_dir: &Path) -> Dps {
 }
 
 fn register(py: &Path, dps: &Dps, cases: &str) -> Vec<Value> {
+    register_with(py, dps, cases, &[])
+}
+
+fn register_with(py: &Path, dps: &Dps, cases: &str, env: &[(&str, &str)]) -> Vec<Value> {
     let mut child = Command::new(py)
+        .envs(env.iter().copied())
         .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk/register.py"))
         .arg(&dps.ca)
         .args([SCOPE, GROUP_KEY])
@@ -195,6 +198,57 @@ fn https(dps: &Dps, method: &str, path: &str, host: &str, auth: &str) -> (u16, V
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         (status, serde_json::from_slice(&body).unwrap())
     })
+}
+
+/// MQTT over WebSockets: the Python SDK with `websockets=True` upgrades on the emulator's HTTPS
+/// listener (`wss://localhost/$iothub/websocket`, subprotocol `mqtt`; the SDK's fixed port 443 is
+/// redirected to the listener's port at paho's socket, see tests/sdk/register.py) and runs the
+/// same MQTT session: a toaster and a heat pump land on their hubs, an unknown device fails
+/// (the SDK raises on `failed`), a wrong key is refused.
+#[test]
+fn the_python_sdk_provisions_over_websockets() {
+    let py = python();
+    let dir = tempdir();
+    let dps = serve_on(
+        &crate::util::scenario("contoso.toml"),
+        &dir.path().join("tls"),
+        "127.0.0.1:0",
+    );
+    let port = dps.https.rsplit(':').next().unwrap().to_owned();
+    let results = register_with(
+        &py,
+        &dps,
+        "breakroom12-contoso-tstrsd-007\n\
+         mainbuilding3-contoso-hpsd-088\n\
+         lobby3-contoso-kettle-001\n\
+         breakroom7-contoso-tstrsd-007 NXZgydIn9ntUpXfBsWFfaxJqAYVfgGQsshvA5GboGJI=\n",
+        &[("LOADTEST_SDK_WEBSOCKETS_PORT", &port)],
+    );
+    let by_id = |id: &str| results.iter().find(|r| r["id"] == id).unwrap().clone();
+    let toaster = by_id("breakroom12-contoso-tstrsd-007");
+    assert_eq!(
+        (&toaster["status"], &toaster["hub"]),
+        (&Value::from("assigned"), &Value::from(TOASTERS)),
+        "{toaster}"
+    );
+    let heatpump = by_id("mainbuilding3-contoso-hpsd-088");
+    assert_eq!(
+        (&heatpump["status"], &heatpump["hub"]),
+        (&Value::from("assigned"), &Value::from(HEATPUMPS)),
+        "{heatpump}"
+    );
+    let t = twin(&dps, TOASTERS, "breakroom12-contoso-tstrsd-007");
+    assert_eq!(t["tags"], serde_json::json!({"deviceType": "toaster"}));
+    let kettle = by_id("lobby3-contoso-kettle-001");
+    assert!(
+        kettle["error"]
+            .as_str()
+            .unwrap()
+            .contains("failed registration status"),
+        "{kettle}"
+    );
+    let wrong = by_id("breakroom7-contoso-tstrsd-007");
+    assert_eq!(wrong["status"], "error", "{wrong}");
 }
 
 #[test]

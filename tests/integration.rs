@@ -41,3 +41,5 @@ mod cli_docs;
 mod metrics;
 // The live console: the multi-line view under a pseudo-terminal, the 10 s line elsewhere.
 mod console;
+// MQTT over WebSockets: the mqtt-ws driver against the emulator, ws and wss.
+mod websockets;

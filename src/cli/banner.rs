@@ -53,7 +53,7 @@ pub(super) fn warnings(s: &Scenario) {
             crate::listen::nofile_warning(open, limit),
             rate.filter(|_| embedded)
                 .and_then(crate::listen::backlog_warning),
-            rate.filter(|_| s.target.mode == Mode::Mqtt)
+            rate.filter(|_| matches!(s.target.mode, Mode::Mqtt | Mode::MqttWs))
                 .and_then(|r| crate::dial::port_warning(r, sources)),
         ];
         for w in warnings.into_iter().flatten() {

@@ -34,6 +34,9 @@ pub mod codes {
     /// A registration ID DPS does not accept (the code is UNCONFIRMED: 400004 is DPS's
     /// "ArgumentInvalid"; our default).
     pub const INVALID_REGISTRATION_ID: u32 = 400_004;
+    /// A request the service cannot read: a malformed body or upgrade (400004, DPS's
+    /// "ArgumentInvalid", also our choice here; UNCONFIRMED for the WebSocket route).
+    pub const BAD_REQUEST: u32 = 400_004;
 }
 
 /// Longest registration ID DPS accepts.

@@ -24,6 +24,9 @@ pub async fn handle(
     emulator: Arc<Emulator>,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if req.uri().path() == crate::ws::PATH {
+        return Ok(websocket(emulator, req));
+    }
     let method = req.method().as_str().to_owned();
     let path = req.uri().path().to_owned();
     let auth = req
@@ -86,6 +89,29 @@ pub async fn handle(
         }
     };
     Ok(respond(reply))
+}
+
+/// `GET /$iothub/websocket`: a WebSocket upgrade offering `mqtt` gets 101, and the upgraded
+/// connection is served by the one MQTT session code ([`super::mqtt::serve`]); anything else on
+/// this path gets 400 with a DPS error body.
+fn websocket(emulator: Arc<Emulator>, mut req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let refused = if req.method() != hyper::Method::GET {
+        Some("the WebSocket route takes GET")
+    } else {
+        crate::ws::refusal(req.headers())
+    };
+    if let Some(why) = refused {
+        return respond(Reply::error(400, crate::dps::codes::BAD_REQUEST, why, None));
+    }
+    let accepted = crate::ws::accept(req.headers());
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        if let Ok(io) = upgrade.await {
+            let stream = crate::ws::server(hyper_util::rt::TokioIo::new(io)).await;
+            let _ = super::mqtt::serve(emulator, stream, super::mqtt::CONNECT_TIMEOUT).await;
+        }
+    });
+    accepted
 }
 
 fn respond(r: Reply) -> Response<Full<Bytes>> {

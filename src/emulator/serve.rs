@@ -278,9 +278,11 @@ async fn connection<S>(
         Proto::Http => {
             let service =
                 hyper::service::service_fn(move |req| super::https::handle(emulator.clone(), req));
+            // Upgrades: MQTT over WebSockets on `/$iothub/websocket`.
             let _ = limits
                 .http1()
                 .serve_connection(TokioIo::new(io), service)
+                .with_upgrades()
                 .await;
         }
     }

@@ -70,7 +70,7 @@ pub(crate) fn model(s: &Scenario, fleet: u64, a: &StormArgs, within: Duration) -
                 ..webhook
             }],
             poll_retry_after: e.retry_after,
-            immediate: e.immediate && s.target.mode == Mode::Mqtt,
+            immediate: e.immediate && matches!(s.target.mode, Mode::Mqtt | Mode::MqttWs),
             polling,
             horizon_s,
         }

@@ -127,6 +127,7 @@ pub(crate) async fn prepare(
                 dialer: dialer(d, host, *port).await,
                 connect_timeout: d.connect_timeout,
                 connect_retries: d.connect_retries,
+                websocket: s.target.mode == Mode::MqttWs,
             }],
             twins,
             emulator: None,
@@ -202,6 +203,7 @@ pub(crate) async fn prepare(
             dialer: dialer.clone(),
             connect_timeout: d.connect_timeout,
             connect_retries: d.connect_retries,
+            websocket: s.target.mode == Mode::MqttWs,
         })
         .collect();
     Ok(Setup {

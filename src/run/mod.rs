@@ -251,7 +251,7 @@ pub(crate) async fn run(
             }
             out
         }
-        Mode::Mqtt | Mode::Https => {
+        Mode::Mqtt | Mode::MqttWs | Mode::Https => {
             let setup = devices::prepare(s, lanes.handles()).await?;
             let exec =
                 DeviceExecutor::new(s, setup.endpoints, population.len() as u64, setup.twins)

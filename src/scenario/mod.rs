@@ -131,6 +131,8 @@ pub enum Mode {
     Webhook,
     /// Register devices over MQTT.
     Mqtt,
+    /// Register devices over MQTT over WebSockets (`/$iothub/websocket` on the HTTPS port).
+    MqttWs,
     /// Register devices over HTTPS.
     Https,
 }
@@ -141,6 +143,7 @@ impl Mode {
         match self {
             Mode::Webhook => "webhook",
             Mode::Mqtt => "mqtt",
+            Mode::MqttWs => "mqtt-ws",
             Mode::Https => "https",
         }
     }
@@ -223,7 +226,7 @@ impl Load {
     pub fn granularity_in(&self, mode: Mode) -> Duration {
         self.granularity.unwrap_or(match mode {
             Mode::Webhook => Duration::ZERO,
-            Mode::Mqtt | Mode::Https => Duration::from_millis(1),
+            Mode::Mqtt | Mode::MqttWs | Mode::Https => Duration::from_millis(1),
         })
     }
 }
@@ -325,6 +328,8 @@ impl Scenario {
             let scheme = match (self.target.mode, &d.tls) {
                 (Mode::Mqtt, Trust::Plain) => "mqtt",
                 (Mode::Mqtt, _) => "mqtts",
+                (Mode::MqttWs, Trust::Plain) => "ws",
+                (Mode::MqttWs, _) => "wss",
                 (_, Trust::Plain) => "http",
                 _ => "https",
             };

@@ -4,12 +4,19 @@ Usage: register.py CA_PEM ID_SCOPE GROUP_KEY
 Each line of stdin is one case: `REGISTRATION_ID [KEY_OVERRIDE|-] [PAYLOAD_JSON]`.
 Prints one JSON line per case: {"id", "status", "hub", "device_id", "payload", "error"}.
 The SDK connects to localhost:8883 over TLS (its port is fixed) and trusts only CA_PEM.
+
+With LOADTEST_SDK_WEBSOCKETS_PORT=N the SDK registers over MQTT over WebSockets
+(`websockets=True`: wss://localhost:443/$iothub/websocket, subprotocol mqtt). Its port 443 is
+fixed too; so that the test needs neither root nor port 443, paho's `Client.connect` (the socket
+the SDK opens) is wrapped to dial port N instead of 443. Nothing else in the SDK or paho changes:
+the TLS, the upgrade request and the MQTT session are theirs.
 """
 
 import base64
 import hashlib
 import hmac
 import json
+import os
 import sys
 
 from azure.iot.device import ProvisioningDeviceClient
@@ -20,8 +27,27 @@ def derive(group_key: str, registration_id: str) -> str:
     return base64.b64encode(hmac.new(key, registration_id.encode(), hashlib.sha256).digest()).decode()
 
 
+def redirect_websocket_port(port: int) -> None:
+    import paho.mqtt.client as paho
+
+    original = paho.Client.connect
+
+    def connect(self, *args, **kwargs):
+        args = list(args)
+        if kwargs.get("port") == 443:
+            kwargs["port"] = port
+        elif len(args) > 1 and args[1] == 443:
+            args[1] = port
+        return original(self, *args, **kwargs)
+
+    paho.Client.connect = connect
+
+
 def main() -> None:
     ca_pem, id_scope, group_key = sys.argv[1:4]
+    ws_port = os.environ.get("LOADTEST_SDK_WEBSOCKETS_PORT")
+    if ws_port:
+        redirect_websocket_port(int(ws_port))
     ca = open(ca_pem).read()
     for line in sys.stdin:
         parts = line.strip().split(" ", 2)
@@ -36,6 +62,7 @@ def main() -> None:
             id_scope=id_scope,
             symmetric_key=key,
             server_verification_cert=ca,
+            websockets=bool(ws_port),
         )
         if payload is not None:
             client.provisioning_payload = payload

@@ -49,6 +49,8 @@ pub(crate) struct Endpoint {
     pub connect_timeout: Duration,
     /// Connect attempts after a first that failed on the network or timed out.
     pub connect_retries: u32,
+    /// MQTT over WebSockets: upgrade on `/$iothub/websocket` before CONNECT.
+    pub websocket: bool,
 }
 
 /// One device's registration as a transport gets it.

@@ -1,4 +1,5 @@
-//! One device registration over MQTT 3.1.1 (dps-protocol.md §3.8): its own connection (that is
+//! One device registration over MQTT 3.1.1 (dps-protocol.md §3.8), on TCP, TLS, or (`mqtt-ws`) a
+//! WebSocket on `/$iothub/websocket` over either: its own connection (that is
 //! what devices do), client id = registration id, username with api-version 2019-03-31 and a
 //! `ClientVersion` naming loadtest, SAS password, clean session, keep-alive 60 s; subscribe,
 //! register at QoS 1, poll after `retry-after`, re-send after 429, disconnect.
@@ -32,6 +33,7 @@ use crate::dps::session::{Answer, Request, Session, Step};
 use crate::dps::wire;
 use crate::mqtt::{FrameError, Framed};
 use crate::outcome::{End, Failure, Source};
+use crate::ws::WsBytes;
 
 /// Keep-alive declared in CONNECT; a PINGREQ goes out when nothing was sent for this long.
 const KEEP_ALIVE: Duration = Duration::from_secs(60);
@@ -66,10 +68,14 @@ fn topic(r: &Request) -> String {
     }
 }
 
+type Tls = tokio_rustls::client::TlsStream<TcpStream>;
+
 /// A connected, CONNACKed device.
 enum Connected {
     Plain(Framed<TcpStream>),
-    Tls(Box<Framed<tokio_rustls::client::TlsStream<TcpStream>>>),
+    Tls(Box<Framed<Tls>>),
+    Ws(Box<Framed<WsBytes<TcpStream>>>),
+    Wss(Box<Framed<WsBytes<Tls>>>),
 }
 
 /// Registers one device; returns when it reaches a terminal status or fails. The registration
@@ -102,10 +108,28 @@ pub(crate) async fn register(r: &Registering<'_>) -> Attempt {
     match connected {
         Connected::Plain(f) => registration(r, f, a).await,
         Connected::Tls(f) => registration(r, *f, a).await,
+        Connected::Ws(f) => registration(r, *f, a).await,
+        Connected::Wss(f) => registration(r, *f, a).await,
     }
 }
 
-/// TCP (from the next source address), TLS when configured, CONNECT → CONNACK.
+/// `mqtt-ws`: the WebSocket upgrade on `io`, then the MQTT byte stream over it.
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
+    r: &Registering<'_>,
+    io: S,
+) -> Result<Framed<WsBytes<S>>, Failure> {
+    let ep = r.endpoint;
+    let ws = crate::ws::client(io, &ep.host, ep.port, ep.tls.is_some())
+        .await
+        .map_err(|e| match e {
+            crate::ws::UpgradeError::Io(e) => io_failure(&e),
+            crate::ws::UpgradeError::Refused(why) => Failure::target(why),
+        })?;
+    Ok(Framed::new(ws, MAX_PACKET, READ_BUFFER))
+}
+
+/// TCP (from the next source address), TLS when configured, the WebSocket upgrade in `mqtt-ws`
+/// mode, CONNECT → CONNACK: the connect phase.
 async fn connect(r: &Registering<'_>) -> Result<Connected, Failure> {
     let ep = r.endpoint;
     let dest = dial::resolve(&ep.host, ep.port)
@@ -113,6 +137,11 @@ async fn connect(r: &Registering<'_>) -> Result<Connected, Failure> {
         .map_err(|e| network(format!("{}: {e}", ep.host)))?;
     let tcp = ep.dialer.connect(dest).await.map_err(|e| io_failure(&e))?;
     match &ep.tls {
+        None if ep.websocket => {
+            let mut f = upgrade(r, tcp).await?;
+            handshake(r, &mut f).await?;
+            Ok(Connected::Ws(Box::new(f)))
+        }
         None => {
             let mut f = Framed::new(tcp, MAX_PACKET, READ_BUFFER);
             handshake(r, &mut f).await?;
@@ -126,6 +155,11 @@ async fn connect(r: &Registering<'_>) -> Result<Connected, Failure> {
                 .connect(name, tcp)
                 .await
                 .map_err(Failure::tls_handshake)?;
+            if ep.websocket {
+                let mut f = upgrade(r, tls).await?;
+                handshake(r, &mut f).await?;
+                return Ok(Connected::Wss(Box::new(f)));
+            }
             let mut f = Framed::new(tls, MAX_PACKET, READ_BUFFER);
             handshake(r, &mut f).await?;
             Ok(Connected::Tls(Box::new(f)))

@@ -50,6 +50,10 @@ pub(super) struct DpsServeArgs {
     /// Time a new connection has to finish TLS and send CONNECT, e.g. 10s.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     connect_timeout: Duration,
+    /// Start with no enrollments: devices are unknown until the DPS service API (e.g.
+    /// `loadtest setup`) creates theirs.
+    #[arg(long)]
+    no_enrollments: bool,
     /// Serve Prometheus metrics (OpenMetrics text) at http://ADDR/metrics: registrations, polls,
     /// 429s, admission refusals, terminal statuses, registrations in progress.
     #[arg(long)]
@@ -99,6 +103,9 @@ pub(super) async fn dps_serve(a: DpsServeArgs) -> anyhow::Result<u8> {
         Err(e) => bail!("starting the DPS emulator: {e}"),
     };
     let e = &running.emulator;
+    if a.no_enrollments {
+        e.clear_enrollments();
+    }
     let metrics = match a.metrics_addr {
         Some(addr) => {
             let mut registry = prometheus_client::registry::Registry::default();
@@ -155,6 +162,16 @@ pub(super) async fn dps_serve(a: DpsServeArgs) -> anyhow::Result<u8> {
     if let Some((at, _)) = &metrics {
         writeln!(out, "  metrics:       http://{at}/metrics")?;
     }
+    writeln!(
+        out,
+        "  DPS service:   {} (service API on the HTTPS port{})",
+        e.service_connection_string(),
+        if a.no_enrollments {
+            "; no enrollments yet"
+        } else {
+            ""
+        }
+    )?;
     for (host, cs) in e.connection_strings() {
         writeln!(out, "  hub {host}: {cs}")?;
     }

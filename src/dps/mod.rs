@@ -8,6 +8,7 @@
 pub mod allocation;
 pub mod enrollment;
 pub mod outcome;
+pub mod service;
 pub mod session;
 pub mod wire;
 

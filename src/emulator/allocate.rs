@@ -24,31 +24,29 @@ struct Offer<'a> {
     hubs: &'a [String],
     /// The AllocationRequest with the enrollment serialised once (for `hubs` as offered).
     template: &'a RequestTemplate,
+    /// Where its custom allocation goes.
+    webhook: Option<&'a Arc<crate::webhook::client::WebhookClient>>,
     twin: Option<&'a Value>,
     device_id: String,
     disabled: bool,
 }
 
 impl Emulator {
-    fn offer<'a>(&'a self, device: &'a Device) -> Offer<'a> {
-        let e = self
-            .scenario
+    /// What the device's enrollment offers (from the enrollments it authenticated against: a
+    /// registration under way keeps them even if the service API changes them meanwhile).
+    fn offer(device: &Device) -> Offer<'_> {
+        let live = &device.live;
+        let e = live
             .enrollment
             .resolve(&device.registration_id)
             .expect("an authenticated device has an enrollment");
-        let template = match e.via {
-            Via::Individual(i) => &self.templates.individuals[i],
-            Via::Group => self
-                .templates
-                .group
-                .as_ref()
-                .expect("group devices have a group"),
-        };
+        let resolved = live.resolved(e.via);
         Offer {
             record: e.record,
             individual: matches!(e.via, Via::Individual(_)),
             hubs: e.offered_hubs,
-            template,
+            template: resolved.template,
+            webhook: resolved.webhook,
             twin: e.initial_twin,
             device_id: e.device_id.to_owned(),
             disabled: e.disabled,
@@ -72,7 +70,7 @@ impl Emulator {
             st.registrations.get(&lc).cloned()
         };
         let before = previous.as_ref().and_then(|r| r.assigned.clone());
-        let offer = self.offer(&device);
+        let offer = Self::offer(&device);
         let registration = if offer.disabled {
             Registration {
                 status: Some(Status::Disabled),
@@ -209,7 +207,7 @@ impl Emulator {
         before: Option<&(String, String)>,
         payload: Option<&Value>,
     ) -> Registration {
-        let Some(client) = &self.webhook else {
+        let Some(client) = offer.webhook else {
             return Registration::failed(
                 crate::dps::codes::CUSTOM_ALLOCATION_FAILED,
                 "Custom allocation failed: no webhook is configured",

@@ -34,6 +34,20 @@ pub async fn handle(
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let header = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let if_match = header("if-match");
+    let max_items = header("x-ms-max-item-count").and_then(|v| v.parse().ok());
+    let continuation = header("x-ms-continuation");
+    let top = req.uri().query().and_then(|q| {
+        q.split('&')
+            .find_map(|kv| kv.strip_prefix("top="))
+            .and_then(|v| v.parse().ok())
+    });
     let host = req
         .headers()
         .get(HOST)
@@ -55,6 +69,23 @@ pub async fn handle(
             )))
         }
     };
+    if wire::route(&method, &path).is_none() {
+        if let Some(route) = crate::dps::service::route(&method, &path) {
+            let r = emulator.service(
+                route,
+                &super::service::ServiceRequest {
+                    host: &host,
+                    auth: auth.as_deref(),
+                    if_match: if_match.as_deref(),
+                    max_items,
+                    continuation: continuation.as_deref(),
+                    top,
+                    body: &body,
+                },
+            );
+            return Ok(service_response(r));
+        }
+    }
     let reply = match wire::route(&method, &path) {
         // The emulator's own counters (not a DPS route).
         None if method == "GET" && path == "/stats" => Reply {
@@ -112,6 +143,25 @@ fn websocket(emulator: Arc<Emulator>, mut req: Request<Incoming>) -> Response<Fu
         }
     });
     accepted
+}
+
+fn service_response(r: super::service::ServiceReply) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(r.body)));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(r.status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    let h = resp.headers_mut();
+    if r.status != 204 {
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+    }
+    for (name, value) in r.headers {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
+    resp
 }
 
 fn respond(r: Reply) -> Response<Full<Bytes>> {

@@ -10,6 +10,8 @@
 
 mod allocate;
 mod counters;
+mod enrollments;
+pub mod service;
 pub use counters::Exported;
 pub mod https;
 pub mod hub;
@@ -21,17 +23,18 @@ pub use crate::tls;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 
-use crate::dps::allocation::RequestTemplate;
 use crate::dps::wire::{OperationStatus, RegistrationState};
 use crate::dps::{codes, outcome::Rules};
 use crate::scenario::{EmulatorOptions, Scenario};
+use crate::secret::Secret;
 use crate::webhook::client::WebhookClient;
 pub use counters::Counters;
+use enrollments::Live;
 use hub::Hub;
 pub use reply::Reply;
 
@@ -50,11 +53,22 @@ pub(crate) fn log_safe(s: &str) -> String {
 }
 
 /// An authenticated device.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Device {
     /// Registration ID as the device spells it.
     pub registration_id: String,
     secondary: bool,
+    /// The enrollments it authenticated against.
+    live: Arc<Live>,
+}
+
+impl std::fmt::Debug for Device {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Device")
+            .field("registration_id", &self.registration_id)
+            .field("secondary", &self.secondary)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a device was refused (logged; the wire answer is CONNACK 5 or HTTP 401 + 401002).
@@ -87,12 +101,6 @@ pub enum AuthError {
     /// Not a registration ID DPS accepts.
     #[error("{0}")]
     InvalidId(&'static str),
-}
-
-/// AllocationRequest templates, one per enrollment, built once.
-struct Templates {
-    group: Option<RequestTemplate>,
-    individuals: Vec<RequestTemplate>,
 }
 
 /// One registration as the store keeps it.
@@ -133,10 +141,16 @@ pub const OPERATION_RETENTION: Duration = Duration::from_secs(60);
 /// The emulator.
 pub struct Emulator {
     opts: EmulatorOptions,
-    scenario: Scenario,
     rules: Rules,
-    webhook: Option<WebhookClient>,
-    templates: Templates,
+    /// The enrollments as they stand (swapped whole by the service API).
+    live: RwLock<Arc<Live>>,
+    /// How webhook clients for URLs the service API sets up are made.
+    webhook_settings: WebhookSettings,
+    linked_hubs: Vec<String>,
+    /// The DPS service API's `provisioningserviceowner` key, base64.
+    service_key: String,
+    /// Service-API writers take turns (read the enrollments, build the next, swap).
+    service_lock: Mutex<()>,
     state: Mutex<State>,
     hubs: Mutex<HashMap<String, Hub>>,
     /// Counters.
@@ -176,26 +190,91 @@ pub(crate) enum Webhook<'a> {
     InProcess(crate::webhook::server::Config),
 }
 
+/// What a webhook client for a URL set through the service API is made with (the scenario's
+/// `[target]` timeout and CA; a function key rides in the URL's `?code=`).
+#[derive(Debug, Clone)]
+struct WebhookSettings {
+    timeout: Duration,
+    ca: Option<std::path::PathBuf>,
+}
+
+impl WebhookSettings {
+    fn client(&self, url: &str, function_key: Option<&Secret>) -> Result<WebhookClient, String> {
+        WebhookClient::new(
+            url,
+            function_key.map(Secret::expose),
+            self.timeout,
+            64,
+            self.ca.as_deref(),
+        )
+        .map_err(|e| e.to_string())
+    }
+}
+
 impl Emulator {
     /// Builds the emulator for a scenario. `webhook` is where custom allocation goes: a URL it
     /// POSTs to (the scenario's `target.url`, or the embedded reference webhook the caller
     /// started), or the embedded reference webhook called in-process. With `persist` set,
     /// earlier registrations and hubs are loaded.
     pub(crate) fn new(s: &Scenario, webhook: Webhook<'_>, log: bool) -> Result<Self, AuthError> {
-        let webhook = match webhook {
-            Webhook::None => None,
-            Webhook::InProcess(config) => Some(WebhookClient::in_process(config, s.target.timeout)),
-            Webhook::Url(u) => Some(
-                WebhookClient::new(
-                    u,
-                    s.target.function_key.as_ref().map(|k| k.expose()),
-                    s.target.timeout,
-                    64,
-                    s.target.ca.as_deref(),
-                )
-                .map_err(|e| AuthError::Config(e.to_string()))?,
+        let settings = WebhookSettings {
+            timeout: s.target.timeout,
+            ca: s.target.ca.clone(),
+        };
+        // The scenario's enrollments all call the configured webhook, under its URL (or, called
+        // in-process, under a placeholder one).
+        let (url, client) = match webhook {
+            Webhook::None => (None, None),
+            Webhook::InProcess(config) => (
+                Some(enrollments::IN_PROCESS_URL.to_owned()),
+                Some(WebhookClient::in_process(config, s.target.timeout)),
+            ),
+            Webhook::Url(u) => (
+                Some(u.to_owned()),
+                Some(
+                    settings
+                        .client(u, s.target.function_key.as_ref())
+                        .map_err(AuthError::Config)?,
+                ),
             ),
         };
+        let webhooks: HashMap<String, Arc<WebhookClient>> =
+            url.clone().zip(client.map(Arc::new)).into_iter().collect();
+        let shown = url.unwrap_or_default();
+        let dated = |mut d: crate::dps::service::EnrollmentDoc,
+                     etag: &str,
+                     r: &crate::dps::allocation::EnrollmentRecord| {
+            d.etag = Some(etag.to_owned());
+            d.created_date_time_utc = Some(r.created_date_time_utc.clone());
+            d.last_updated_date_time_utc = Some(r.last_updated_date_time_utc.clone());
+            d
+        };
+        let group_doc = s.enrollment.group.as_ref().map(|g| {
+            dated(
+                crate::dps::service::EnrollmentDoc::of_group(g, &shown),
+                &g.record.etag,
+                &g.record,
+            )
+        });
+        let individual_docs = s
+            .enrollment
+            .individuals
+            .iter()
+            .map(|i| {
+                dated(
+                    crate::dps::service::EnrollmentDoc::of_individual(i, &shown),
+                    &i.record.etag,
+                    &i.record,
+                )
+            })
+            .collect();
+        let live = Live::new(
+            group_doc,
+            individual_docs,
+            &s.enrollment.linked_hubs,
+            webhooks,
+        )
+        .map_err(AuthError::Config)?;
         let mut hubs: HashMap<String, Hub> = s
             .emulator
             .hubs
@@ -211,25 +290,19 @@ impl Emulator {
                 }
             }
         }
-        let templates = Templates {
-            group: s
-                .enrollment
-                .group
-                .as_ref()
-                .map(|g| RequestTemplate::new(&g.record, false, &g.offered_hubs)),
-            individuals: s
-                .enrollment
-                .individuals
-                .iter()
-                .map(|i| RequestTemplate::new(&i.record, true, &i.offered_hubs))
-                .collect(),
-        };
+        let mut service_key = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rand::thread_rng(), &mut service_key);
         Ok(Self {
-            templates,
             opts: s.emulator.clone(),
-            scenario: s.clone(),
             rules: s.rules.clone(),
-            webhook,
+            live: RwLock::new(Arc::new(live)),
+            webhook_settings: settings,
+            linked_hubs: s.enrollment.linked_hubs.clone(),
+            service_lock: Mutex::new(()),
+            service_key: base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                service_key,
+            ),
             state: Mutex::new(state),
             hubs: Mutex::new(hubs),
             counters: Counters::default(),
@@ -242,6 +315,26 @@ impl Emulator {
                 .and_then(std::num::NonZeroU32::new)
                 .map(|r| governor::RateLimiter::direct(governor::Quota::per_second(r))),
         })
+    }
+
+    /// The enrollments as they stand now.
+    fn live(&self) -> Arc<Live> {
+        self.live
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts with no enrollments: every device is unknown until the service API creates its
+    /// enrollment (`dps serve --no-enrollments`, for `loadtest setup`).
+    pub fn clear_enrollments(&self) {
+        let webhooks = self.live().webhooks.clone();
+        let empty = Live::new(None, Vec::new(), &self.linked_hubs, webhooks)
+            .expect("no enrollments, no keys to decode");
+        *self
+            .live
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(empty);
     }
 
     /// Registrations being allocated now.
@@ -314,8 +407,8 @@ impl Emulator {
             return Err(AuthError::Resource(resource));
         }
         let lc = registration_id.to_ascii_lowercase();
-        let enrollee = self
-            .scenario
+        let live = self.live();
+        let enrollee = live
             .enrollment
             .resolve(registration_id)
             .ok_or_else(|| AuthError::Unknown(registration_id.to_owned()))?;
@@ -338,6 +431,7 @@ impl Emulator {
         Ok(Device {
             registration_id: registration_id.to_owned(),
             secondary: secondary_used,
+            live: live.clone(),
         })
     }
 

@@ -179,23 +179,24 @@ impl Validator<'_> {
     }
 
     fn target(&self, t: &raw::Target) -> Result<Target> {
-        let mode =
-            match &t.mode {
-                None => Mode::Webhook,
-                Some(m) => match m.get_ref().as_str() {
-                    "webhook" => Mode::Webhook,
-                    "mqtt" => Mode::Mqtt,
-                    "mqtt-ws" => Mode::MqttWs,
-                    "https" => Mode::Https,
-                    other => return self.err(
+        let mode = match &t.mode {
+            None => Mode::Webhook,
+            Some(m) => match m.get_ref().as_str() {
+                "webhook" => Mode::Webhook,
+                "mqtt" => Mode::Mqtt,
+                "mqtt-ws" => Mode::MqttWs,
+                "https" => Mode::Https,
+                other => {
+                    return self.err(
                         m.span(),
                         "target.mode",
                         format!(
                             "unknown mode `{other}`; choose from: webhook, mqtt, mqtt-ws, https"
                         ),
-                    ),
-                },
-            };
+                    )
+                }
+            },
+        };
         let device = self.device_target(t)?;
         let url = match &t.url {
             None => None,

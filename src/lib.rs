@@ -7,8 +7,9 @@
 //! `crate::` path in `src/` and fails on an import that goes up or sideways, naming the file).
 //!
 //! 1. `cli`: command-line parsing, dispatch and exit codes (the only place that uses `anyhow`).
-//! 2. `plan`, `conformance`: the capacity search (`loadtest plan`) and the conformance gate
-//!    (`loadtest check`: transcript, snapshot, diff), both built on `run`.
+//! 2. `plan`, `conformance`, `lifecycle`: the capacity search (`loadtest plan`), the conformance
+//!    gate (`loadtest check`: transcript, snapshot, diff), both built on `run`, and a load test's
+//!    set-up and clean-up against the DPS service and IoT Hub registry APIs.
 //! 3. `run`: one scenario end to end: overrides, embedded webhook, engine, report.
 //! 4. `report`: the summary model and its writers (JSON, text, Markdown, HTML, JUnit, HdrHistogram
 //!    logs) and `report merge`.
@@ -52,6 +53,7 @@ pub mod dps;
 pub(crate) mod driver;
 pub mod emulator;
 pub(crate) mod lanes;
+pub(crate) mod lifecycle;
 pub(crate) mod listen;
 pub(crate) mod metrics;
 pub(crate) mod mqtt;

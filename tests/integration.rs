@@ -43,3 +43,5 @@ mod metrics;
 mod console;
 // MQTT over WebSockets: the mqtt-ws driver against the emulator, ws and wss.
 mod websockets;
+// setup -> run -> cleanup against the emulator's service and registry APIs.
+mod lifecycle;

@@ -24,6 +24,7 @@ mod banner;
 mod conclude;
 mod docs;
 mod dps;
+mod lifecycle;
 mod options;
 mod webhook;
 
@@ -96,6 +97,12 @@ enum Command {
     /// Capacity search: stepped open-loop rates until the SLO (the scenario's thresholds and
     /// expectations) fails; prints the knee, the binding limit and the onboarding time.
     Plan(PlanArgs),
+    /// Create or update the scenario's enrollment group and individual enrollments on a DPS
+    /// (DPS_SERVICE_CONNECTION_STRING): custom allocation to its webhook, hubs, twin, status.
+    Setup(lifecycle::SetupArgs),
+    /// Delete the scenario population's registration records from DPS and their device
+    /// identities from the hubs (bulk, paced, resumable); nothing else.
+    Cleanup(lifecycle::CleanupArgs),
     /// Shell completions: `loadtest completions bash > /etc/bash_completion.d/loadtest`.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -411,6 +418,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Dps(DpsCommand::Serve(a)) => dps_serve(a).await,
         Command::Plan(a) => plan_command(a).await,
+        Command::Setup(a) => lifecycle::setup_command(a).await,
+        Command::Cleanup(a) => lifecycle::cleanup_command(a).await,
         Command::Report(ReportCommand::Merge {
             dirs,
             out,

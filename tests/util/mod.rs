@@ -174,6 +174,12 @@ pub struct DpsProcess {
     pub http_plain: Option<String>,
     /// `metrics:` host:port (with `--metrics-addr`).
     pub metrics: Option<String>,
+    /// `HTTPS:` host:port.
+    pub https: Option<String>,
+    /// The DPS service connection string.
+    pub service: Option<String>,
+    /// `(hub host, connection string)` of each hub.
+    pub hubs: Vec<(String, String)>,
     /// Its standard error, when captured.
     pub stderr: Option<PathBuf>,
     _dir: tempfile::TempDir,
@@ -199,6 +205,7 @@ impl DpsProcess {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let (mut mqtt_tls, mut mqtt_plain, mut http_plain) = (None, None, None);
         let mut metrics = None;
+        let (mut https, mut service, mut hubs) = (None, None, Vec::new());
         for line in lines.by_ref() {
             let line = line.unwrap();
             let field = |prefix: &str| {
@@ -211,6 +218,15 @@ impl DpsProcess {
             http_plain = http_plain.or(field("HTTP (plain):"));
             metrics =
                 metrics.or(field("metrics:").map(|m| m.trim_end_matches("/metrics").to_owned()));
+            https = https.or(field("HTTPS:").map(|h| h.trim_start_matches("https://").to_owned()));
+            service = service
+                .or(field("DPS service:")
+                    .and_then(|s| s.split_whitespace().next().map(str::to_owned)));
+            if let Some(rest) = line.trim().strip_prefix("hub ") {
+                if let Some((host, cs)) = rest.split_once(": ") {
+                    hubs.push((host.to_owned(), cs.to_owned()));
+                }
+            }
             if line.starts_with("Ctrl-C") {
                 break;
             }
@@ -223,6 +239,9 @@ impl DpsProcess {
             mqtt_plain,
             http_plain,
             metrics,
+            https,
+            service,
+            hubs,
             stderr,
             _dir: dir,
         }

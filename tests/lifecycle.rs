@@ -1,0 +1,337 @@
+//! A load test's whole lifecycle against the emulator's service side: `dps serve
+//! --no-enrollments` knows no device; `loadtest setup` creates the scenario's enrollment group
+//! (custom allocation to a separately started reference webhook; `--dry-run` masks the keys and
+//! sends nothing; a second setup changes nothing); the run registers every device; `loadtest
+//! cleanup` deletes their registration records and device identities, survives being killed half
+//! way and resumes, and leaves a device the scenario does not generate alone. Checked through the
+//! emulator's own service and registry APIs (plain HTTP listener, service SAS).
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::{bin, run, summary, tempdir, DpsProcess, Webhook};
+
+const KEY: &str =
+    "oiK77Oy7rBw8YB6IS6ukRChAw+Yq6GC61RMrPLSTiOOtdI+XDu0LmLuNm11p+qv2I+adqGUdZHm46zXAQdZoOA==";
+const TOASTERS: &str = "contoso-toasters-hub-1098.azure-devices.net";
+const HEATPUMPS: &str = "contoso-heatpumps-hub-1098.azure-devices.net";
+
+fn scenario(name: &str, mqtt: &str, ca: &Path, classes: &str) -> String {
+    format!(
+        r#"name = "{name}"
+[target]
+mode = "mqtt"
+endpoint = "{mqtt}"
+tls = "{ca}"
+verify_twins = false
+[enrollment]
+group_id = "contoso-custom-allocated-devices"
+primary_key = "{KEY}"
+api_version = "2021-10-01"
+iot_hubs = ["{TOASTERS}", "{HEATPUMPS}"]
+{classes}
+[load]
+rate = 100
+"#,
+        ca = ca.display()
+    )
+}
+
+const CLASSES: &str = r#"[[devices]]
+class = "toaster"
+id = "breakroom{n}-contoso-tstrsd-007"
+count = 30
+expect = { status = "assigned", hub = "contoso-toasters-hub-1098.azure-devices.net" }
+[[devices]]
+class = "heatpump"
+id = "mainbuilding{n}-contoso-hpsd-088"
+count = 30
+expect = { status = "assigned", hub = "contoso-heatpumps-hub-1098.azure-devices.net" }
+"#;
+
+/// A service-API call over the emulator's plain HTTP listener, signed for `host` from `cs`.
+fn call(http: &str, cs: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let (host, policy, key) = loadtest::sas::parse_connection_string(cs).unwrap();
+    let sas =
+        loadtest::sas::service_token(&host, &policy, &key, loadtest::emulator::unix_now() + 600)
+            .unwrap();
+    let mut s = std::net::TcpStream::connect(http).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {sas}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text[9..12].parse().unwrap();
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (status, serde_json::from_str(body).unwrap_or(Value::Null))
+}
+
+#[test]
+fn setup_run_cleanup_leaves_nothing_of_the_scenario_behind() {
+    let dir = tempdir();
+    let hook = Webhook::start(&[]);
+    let mut dps = DpsProcess::start(
+        &[
+            "--no-enrollments",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--https",
+            "127.0.0.1:0",
+            "--http-plain",
+            "127.0.0.1:0",
+        ],
+        false,
+    );
+    let (mqtt, http, https) = (
+        dps.mqtt_tls.clone().unwrap(),
+        dps.http_plain.clone().unwrap(),
+        dps.https.clone().unwrap(),
+    );
+    let service = dps
+        .service
+        .clone()
+        .expect("dps serve prints the service connection string");
+    let hubs = dps.hubs.clone();
+    let ca = dps.ca();
+    let file = dir.path().join("cycle.toml");
+    std::fs::write(&file, scenario("cycle", &mqtt, &ca, CLASSES)).unwrap();
+    let f = file.to_str().unwrap();
+    let url = format!("{}/api/HttpTrigger1?code=sekrit-function-key", hook.base);
+    let service_args = |extra: &[&str]| {
+        let mut v: Vec<String> = vec![
+            "--endpoint".into(),
+            https.clone(),
+            "--ca".into(),
+            ca.to_str().unwrap().into(),
+        ];
+        v.extend(extra.iter().map(|s| (*s).to_owned()));
+        v
+    };
+    let lc = |args: Vec<String>| {
+        let out = bin()
+            .args(&args)
+            .env("DPS_SERVICE_CONNECTION_STRING", &service)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let with = |head: &[&str], extra: &[&str]| {
+        let mut v: Vec<String> = head.iter().map(|s| (*s).to_owned()).collect();
+        v.extend(service_args(extra));
+        v
+    };
+
+    // Before setup the emulator knows no device.
+    let r = run(&[
+        "run",
+        f,
+        "--no-progress",
+        "--out",
+        dir.path().join("r0").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let group = "/enrollmentGroups/contoso-custom-allocated-devices?api-version=2021-10-01";
+    assert_eq!(call(&http, &service, "GET", group, "").0, 404);
+
+    // A dry run shows the document with its secrets masked and sends nothing.
+    let (code, out, err) = lc(with(&["setup", f, "--url", &url, "--dry-run"], &[]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("\"allocationPolicy\": \"custom\"")
+            && out.contains("\"primaryKey\": \"****\""),
+        "{out}"
+    );
+    assert!(
+        !out.contains(KEY) && !out.contains("sekrit") && !err.contains("sekrit"),
+        "{out}{err}"
+    );
+    assert_eq!(
+        call(&http, &service, "GET", group, "").0,
+        404,
+        "a dry run sends nothing"
+    );
+
+    // Setup creates it, a second setup changes nothing.
+    let (code, out, err) = lc(with(&["setup", f, "--url", &url], &[]));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("contoso-custom-allocated-devices: created"),
+        "{out}"
+    );
+    let (code, out, _) = lc(with(&["setup", f, "--url", &url], &[]));
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("contoso-custom-allocated-devices: unchanged"),
+        "{out}"
+    );
+    let (status, g) = call(&http, &service, "GET", group, "");
+    assert_eq!(status, 200, "{g}");
+    assert_eq!(g["customAllocationDefinition"]["webhookUrl"], url);
+    assert!(g["etag"].as_str().is_some_and(|e| !e.is_empty()), "{g}");
+
+    // The run: every device lands on its hub through the webhook setup named.
+    let r = run(&[
+        "run",
+        f,
+        "--no-progress",
+        "--out",
+        dir.path().join("r1").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        summary(&dir.path().join("r1"))["expectations"]["passed"],
+        60
+    );
+    // A device the scenario does not generate, registered through the same group.
+    let other = dir.path().join("other.toml");
+    std::fs::write(
+        &other,
+        scenario(
+            "other",
+            &mqtt,
+            &ca,
+            "[[devices]]\nclass = \"toaster\"\nid = \"lobby{n}-contoso-tstrsd-007\"\ncount = 1\nexpect = { status = \"assigned\" }\n",
+        ),
+    )
+    .unwrap();
+    let r = run(&[
+        "run",
+        other.to_str().unwrap(),
+        "--no-progress",
+        "--out",
+        dir.path().join("r2").to_str().unwrap(),
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    let hub_args: Vec<String> = hubs
+        .iter()
+        .flat_map(|(_, cs)| ["--hub".to_owned(), cs.clone()])
+        .collect();
+    let hub_refs: Vec<&str> = hub_args.iter().map(String::as_str).collect();
+    let progress = dir.path().join("cleanup");
+    let p = progress.to_str().unwrap();
+    let (code, out, err) = lc(with(&["cleanup", f, "--out", p, "--dry-run"], &hub_refs));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("would delete 60 registration records and 60 device identities"),
+        "{out}"
+    );
+
+    // Killed half way: at 30 registry operations a minute the first bulk call (30 devices) goes
+    // at once and the next waits a minute; the progress file says how far it got.
+    let args = with(
+        &["cleanup", f, "--out", p, "--registry-rate", "30"],
+        &hub_refs,
+    );
+    let mut child = bin()
+        .args(&args)
+        .env("DPS_SERVICE_CONNECTION_STRING", &service)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let file_of = progress.join("cleanup.json");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let half = std::fs::read(&file_of)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .is_some_and(|v| v["identities_deleted"] == 30);
+        if half {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the first bulk call went through"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let (status, left) = call(
+        &http,
+        &hubs[0].1,
+        "GET",
+        "/devices?api-version=2021-04-12",
+        "",
+    );
+    let (status2, left2) = call(
+        &http,
+        &hubs[1].1,
+        "GET",
+        "/devices?api-version=2021-04-12",
+        "",
+    );
+    assert_eq!((status, status2), (200, 200));
+    let remaining = left.as_array().unwrap().len() + left2.as_array().unwrap().len();
+    assert_eq!(
+        remaining,
+        61 - 30,
+        "half deleted, the other device still there: {left} {left2}"
+    );
+
+    // Resumed: the rest, and the counts cover both runs.
+    let (code, out, err) = lc(with(
+        &[
+            "cleanup",
+            f,
+            "--out",
+            p,
+            "--registry-rate",
+            "6000",
+            "--dps-rate",
+            "6000",
+        ],
+        &hub_refs,
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("deleted 60 registration records (0 already gone) and 60 device identities"),
+        "{out}"
+    );
+    // Nothing of the scenario is left; the other device is.
+    for (host, cs) in &hubs {
+        let (_, devices) = call(&http, cs, "GET", "/devices?api-version=2021-04-12", "");
+        let ids: Vec<&str> = devices
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|d| d["deviceId"].as_str())
+            .collect();
+        if host == TOASTERS {
+            assert_eq!(ids, vec!["lobby1-contoso-tstrsd-007"], "{host}");
+        } else {
+            assert!(ids.is_empty(), "{host}: {ids:?}");
+        }
+    }
+    let (_, regs) = call(
+        &http,
+        &service,
+        "POST",
+        "/registrations/contoso-custom-allocated-devices/query?api-version=2021-10-01",
+        "{\"query\":\"*\"}",
+    );
+    let ids: Vec<&str> = regs
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r["registrationId"].as_str())
+        .collect();
+    assert_eq!(ids, vec!["lobby1-contoso-tstrsd-007"], "{regs}");
+    let (code, out, _) = lc(with(&["cleanup", f, "--out", p, "--dry-run"], &hub_refs));
+    assert_eq!(code, 0);
+    assert!(out.contains("would delete 0 registration records"), "{out}");
+    dps.kill();
+}

@@ -53,6 +53,42 @@ count = 30
 expect = { status = "assigned", hub = "contoso-heatpumps-hub-1098.azure-devices.net" }
 "#;
 
+/// Azure's Node service SDKs (tests/sdk/service.js), if installed (`npm ci` in tests/sdk, which
+/// `.ci/run` does; under CI they must be there): `what` is `exercise` or `count`.
+fn node_sdk(
+    what: &str,
+    service: &str,
+    hubs: &[(String, String)],
+    https: &str,
+    ca: &Path,
+) -> Option<Value> {
+    let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
+    if !sdk.join("node_modules/azure-iothub").exists() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI needs the Node service SDKs: npm ci in tests/sdk"
+        );
+        eprintln!("skipping the Node service SDK checks: run npm ci in tests/sdk");
+        return None;
+    }
+    let mut cmd = std::process::Command::new("node");
+    cmd.arg(sdk.join("service.js"))
+        .args([what, "contoso-custom-allocated-devices"])
+        .env("DPS_CS", service)
+        .env("EMULATOR", https)
+        .env("CA", ca);
+    for (i, (_, cs)) in hubs.iter().enumerate() {
+        cmd.env(format!("HUB_CS_{i}"), cs);
+    }
+    let out = cmd.output().expect("node runs");
+    assert!(
+        out.status.success(),
+        "service.js {what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Some(serde_json::from_slice(&out.stdout).unwrap())
+}
+
 /// A service-API call over the emulator's plain HTTP listener, signed for `host` from `cs`.
 fn call(http: &str, cs: &str, method: &str, path: &str, body: &str) -> (u16, Value) {
     let (host, policy, key) = loadtest::sas::parse_connection_string(cs).unwrap();
@@ -215,6 +251,38 @@ fn setup_run_cleanup_leaves_nothing_of_the_scenario_behind() {
     ]);
     assert_eq!(r.code, 0, "{}", r.stderr);
 
+    // Azure's own service SDKs on every route: the group under its ETag (a stale one refused), an
+    // individual enrollment's life, registration records, a hub's registry with a bulk delete.
+    if let Some(x) = node_sdk("exercise", &service, &hubs, &https, &ca) {
+        assert_eq!(x["group_webhook"], url, "{x}");
+        assert_eq!(x["group_updated"], true, "{x}");
+        assert_eq!(x["stale_update"], 412, "{x}");
+        assert_eq!(x["individual_keys_generated"], true, "{x}");
+        assert_eq!(
+            (
+                &x["individual_get"],
+                &x["individual_delete"],
+                &x["individual_after"]
+            ),
+            (&Value::from(200), &Value::from(200), &Value::from(404)),
+            "{x}"
+        );
+        assert_eq!(x["registrations"], 61, "{x}");
+        assert_eq!(
+            (&x["registration_get"], &x["missing_registration"]),
+            (&Value::from(200), &Value::from(404)),
+            "{x}"
+        );
+        assert_eq!(
+            (&x["device_create"], &x["device_get"], &x["device_after"]),
+            (&Value::from(200), &Value::from(200), &Value::from(404)),
+            "{x}"
+        );
+        assert_eq!(x["bulk_delete_ok"], true, "{x}");
+        assert_eq!(x["hub_devices"][TOASTERS], 31, "{x}");
+        assert_eq!(x["hub_devices"][HEATPUMPS], 30, "{x}");
+    }
+
     let hub_args: Vec<String> = hubs
         .iter()
         .flat_map(|(_, cs)| ["--hub".to_owned(), cs.clone()])
@@ -333,5 +401,19 @@ fn setup_run_cleanup_leaves_nothing_of_the_scenario_behind() {
     let (code, out, _) = lc(with(&["cleanup", f, "--out", p, "--dry-run"], &hub_refs));
     assert_eq!(code, 0);
     assert!(out.contains("would delete 0 registration records"), "{out}");
+    // The other scenario's cleanup takes its device; then the SDKs list nothing at all.
+    let o = other.to_str().unwrap();
+    let op = dir.path().join("cleanup-other");
+    let (code, out, err) = lc(with(
+        &["cleanup", o, "--out", op.to_str().unwrap()],
+        &hub_refs,
+    ));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deleted 1 registration records"), "{out}");
+    if let Some(c) = node_sdk("count", &service, &hubs, &https, &ca) {
+        assert_eq!(c["registrations"], 0, "{c}");
+        assert_eq!(c["devices"][TOASTERS], 0, "{c}");
+        assert_eq!(c["devices"][HEATPUMPS], 0, "{c}");
+    }
     dps.kill();
 }

@@ -93,7 +93,13 @@ pub fn route(method: &str, path: &str) -> Option<ServiceRoute> {
         "POST" => Method::Post,
         _ => return None,
     };
+    // `/devices/` is the list (the Node SDK asks for it that way).
     let path = path.split('?').next().unwrap_or(path);
+    let path = if path.len() > 1 {
+        path.trim_end_matches('/')
+    } else {
+        path
+    };
     let seg: Vec<String> = path
         .trim_start_matches('/')
         .split('/')

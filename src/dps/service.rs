@@ -8,7 +8,6 @@
 //! overwrites (an `If-Match` that does not match is 412); registration-state query pages are
 //! continued by an `x-ms-continuation` token that is the next offset.
 
-use percent_encoding::percent_decode_str;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -100,11 +99,7 @@ pub fn route(method: &str, path: &str) -> Option<ServiceRoute> {
     } else {
         path
     };
-    let seg: Vec<String> = path
-        .trim_start_matches('/')
-        .split('/')
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
+    let seg = super::wire::segments(path);
     let seg: Vec<&str> = seg.iter().map(String::as_str).collect();
     let one = |s: &str| s.to_owned();
     Some(match (m, seg.as_slice()) {

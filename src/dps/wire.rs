@@ -305,15 +305,21 @@ pub enum Route {
     },
 }
 
-/// Matches a method and path (query ignored). Path segments are URL-decoded (SDK-C encodes them,
-/// Node does not).
-pub fn route(method: &str, path: &str) -> Option<Route> {
-    let path = path.split('?').next().unwrap_or(path);
-    let seg: Vec<String> = path
+/// A path's segments, URL-decoded, without its query (SDK-C encodes them, Node does not).
+pub(crate) fn segments(path: &str) -> Vec<String> {
+    path.split('?')
+        .next()
+        .unwrap_or(path)
         .trim_start_matches('/')
         .split('/')
         .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect();
+        .collect()
+}
+
+/// Matches a method and path (query ignored). Path segments are URL-decoded (SDK-C encodes them,
+/// Node does not).
+pub fn route(method: &str, path: &str) -> Option<Route> {
+    let seg = segments(path);
     let seg: Vec<&str> = seg.iter().map(String::as_str).collect();
     Some(match (method, seg.as_slice()) {
         ("PUT", [scope, "registrations", id, "register"]) => Route::Register {

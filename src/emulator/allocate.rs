@@ -184,19 +184,7 @@ impl Emulator {
             st.finished
                 .push_back((std::time::Instant::now(), op_id.clone()));
         }
-        if let Some(path) = &self.opts.persist {
-            let snapshot = || {
-                let regs = self.state.lock().expect("state lock").registrations.clone();
-                let hubs = self.hubs.lock().expect("hubs lock").clone();
-                (regs, hubs)
-            };
-            if let Err(e) = super::store::save(path, snapshot) {
-                eprintln!(
-                    "warning: could not persist registrations to {}: {e}",
-                    path.display()
-                );
-            }
-        }
+        self.persist();
     }
 
     async fn custom(

@@ -337,6 +337,24 @@ impl Emulator {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(empty);
     }
 
+    /// Saves registrations and hubs when `[emulator] persist` is set (a failure is a warning:
+    /// the emulator goes on).
+    fn persist(&self) {
+        if let Some(path) = &self.opts.persist {
+            let snapshot = || {
+                let regs = self.state.lock().expect("state lock").registrations.clone();
+                let hubs = self.hubs.lock().expect("hubs lock").clone();
+                (regs, hubs)
+            };
+            if let Err(e) = store::save(path, snapshot) {
+                eprintln!(
+                    "warning: could not persist registrations to {}: {e}",
+                    path.display()
+                );
+            }
+        }
+    }
+
     /// Registrations being allocated now.
     pub fn in_progress(&self) -> u64 {
         self.in_progress.load(Ordering::Relaxed)

@@ -254,16 +254,7 @@ impl Emulator {
                     return e;
                 }
                 let (group, individuals) = if individual {
-                    let rest = live
-                        .individual_docs
-                        .iter()
-                        .filter(|x| {
-                            !x.registration_id
-                                .as_deref()
-                                .is_some_and(|x| x.eq_ignore_ascii_case(id))
-                        })
-                        .cloned()
-                        .collect();
+                    let rest = others(&live, id);
                     (live.group_doc.clone(), rest)
                 } else {
                     (None, live.individual_docs.clone())
@@ -350,16 +341,7 @@ impl Emulator {
                     }
                 }
                 let (group, individuals) = if individual {
-                    let mut list: Vec<EnrollmentDoc> = live
-                        .individual_docs
-                        .iter()
-                        .filter(|x| {
-                            !x.registration_id
-                                .as_deref()
-                                .is_some_and(|x| x.eq_ignore_ascii_case(id))
-                        })
-                        .cloned()
-                        .collect();
+                    let mut list = others(&live, id);
                     list.push(doc.clone());
                     (live.group_doc.clone(), list)
                 } else {
@@ -478,23 +460,19 @@ impl Emulator {
         }
         reply
     }
+}
 
-    /// Saves registrations and hubs when `[emulator] persist` is set.
-    fn persist(&self) {
-        if let Some(path) = &self.opts.persist {
-            let snapshot = || {
-                let regs = self.state.lock().expect("state lock").registrations.clone();
-                let hubs = self.hubs.lock().expect("hubs lock").clone();
-                (regs, hubs)
-            };
-            if let Err(e) = super::store::save(path, snapshot) {
-                eprintln!(
-                    "warning: could not persist registrations to {}: {e}",
-                    path.display()
-                );
-            }
-        }
-    }
+/// The individual enrollments other than `id`'s.
+fn others(live: &Live, id: &str) -> Vec<EnrollmentDoc> {
+    live.individual_docs
+        .iter()
+        .filter(|x| {
+            !x.registration_id
+                .as_deref()
+                .is_some_and(|x| x.eq_ignore_ascii_case(id))
+        })
+        .cloned()
+        .collect()
 }
 
 /// A device identity as the registry returns it (no keys: DPS-provisioned devices carry theirs).

@@ -417,3 +417,173 @@ fn setup_run_cleanup_leaves_nothing_of_the_scenario_behind() {
     }
     dps.kill();
 }
+
+/// The service side refuses bad input the way the services do: a wrong key (401 + 401002), a body
+/// that is not JSON or an ID that does not match the URL (400), custom allocation without a
+/// webhook (400004's message), a second enrollment group (409), a stale ETag (412), more than 100
+/// devices in one bulk call (400 TooManyDevices), an unknown hub (404); and `setup` without a
+/// connection string or webhook URL says what is missing.
+#[test]
+fn the_service_side_refuses_bad_requests() {
+    let mut dps = DpsProcess::start(
+        &[
+            "--no-enrollments",
+            "--mqtt",
+            "127.0.0.1:0",
+            "--http-plain",
+            "127.0.0.1:0",
+            "--no-https",
+        ],
+        false,
+    );
+    let http = dps.http_plain.clone().unwrap();
+    let service = dps.service.clone().unwrap();
+    let (_, hub) = dps.hubs[0].clone();
+    let wrong = service.replace(
+        &service[service.find("SharedAccessKey=").unwrap() + 16..],
+        "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+    );
+    let group = |id: &str| format!("/enrollmentGroups/{id}?api-version=2021-10-01");
+    let doc = |id: &str| {
+        format!(
+            r#"{{"enrollmentGroupId":"{id}","attestation":{{"type":"symmetricKey"}},"allocationPolicy":"custom",
+            "customAllocationDefinition":{{"webhookUrl":"http://127.0.0.1:9/api/x","apiVersion":"2021-10-01"}}}}"#
+        )
+    };
+    let (s, body) = call(&http, &wrong, "GET", &group("g"), "");
+    assert_eq!(
+        (s, body["errorCode"].as_u64()),
+        (401, Some(401_002)),
+        "{body}"
+    );
+    let (s, body) = call(&http, &service, "PUT", &group("g"), "{not json");
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("not valid JSON"),
+        "{body}"
+    );
+    let (s, _) = call(&http, &service, "PUT", &group("other"), &doc("g"));
+    assert_eq!(s, 400, "the ID must match the URL");
+    let (s, body) = call(
+        &http,
+        &service,
+        "PUT",
+        &group("g"),
+        r#"{"enrollmentGroupId":"g","attestation":{"type":"symmetricKey"},"allocationPolicy":"custom"}"#,
+    );
+    assert_eq!(s, 400);
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("CustomAllocationDefinition is required"),
+        "{body}"
+    );
+    let (s, created) = call(&http, &service, "PUT", &group("g"), &doc("g"));
+    assert_eq!(s, 200, "{created}");
+    assert!(created["attestation"]["symmetricKey"]["primaryKey"]
+        .as_str()
+        .is_some_and(|k| k.len() > 20));
+    let (s, body) = call(&http, &service, "PUT", &group("h"), &doc("h"));
+    assert_eq!(
+        (s, body["errorCode"].as_u64()),
+        (409, Some(409_001)),
+        "{body}"
+    );
+    // A stale ETag: the group as created, after an update changed its ETag.
+    let (s, _) = call(&http, &service, "PUT", &group("g"), &doc("g"));
+    assert_eq!(s, 200);
+    let stale = created.to_string();
+    let mut s2 = std::net::TcpStream::connect(&http).unwrap();
+    let (host, policy, key) = loadtest::sas::parse_connection_string(&service).unwrap();
+    let sas =
+        loadtest::sas::service_token(&host, &policy, &key, loadtest::emulator::unix_now() + 600)
+            .unwrap();
+    write!(
+        s2,
+        "PUT {} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {sas}\r\nIf-Match: {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{stale}",
+        group("g"),
+        created["etag"].as_str().unwrap(),
+        stale.len()
+    )
+    .unwrap();
+    let mut text = String::new();
+    s2.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 412"), "{text}");
+    // The registry: 101 devices in one bulk call, an unknown hub.
+    let batch: Vec<Value> = (0..101)
+        .map(|i| serde_json::json!({"id": format!("d{i}"), "importMode": "delete"}))
+        .collect();
+    let (s, body) = call(
+        &http,
+        &hub,
+        "POST",
+        "/devices?api-version=2021-04-12",
+        &Value::from(batch).to_string(),
+    );
+    assert_eq!(s, 400, "{body}");
+    assert!(
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ErrorCode:TooManyDevices;"),
+        "{body}"
+    );
+    let (s, body) = call(
+        &http,
+        &hub,
+        "DELETE",
+        "/devices/nobody?api-version=2021-04-12",
+        "",
+    );
+    assert_eq!(s, 404);
+    assert!(
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ErrorCode:DeviceNotFound;"),
+        "{body}"
+    );
+    let unknown = hub.replace("contoso-", "unknown-");
+    let (s, _) = call(
+        &http,
+        &unknown,
+        "GET",
+        "/devices?api-version=2021-04-12",
+        "",
+    );
+    assert_eq!(s, 404);
+    dps.kill();
+    // setup says what it lacks.
+    let dir = tempdir();
+    let file = dir.path().join("s.toml");
+    std::fs::write(
+        &file,
+        scenario("s", "127.0.0.1:1", Path::new("/nonexistent.pem"), CLASSES)
+            .replace("tls = \"/nonexistent.pem\"", "tls = \"system\""),
+    )
+    .unwrap();
+    let out = bin()
+        .args(["setup", file.to_str().unwrap()])
+        .env_remove("DPS_SERVICE_CONNECTION_STRING")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("setup needs the webhook URL"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bin()
+        .args([
+            "setup",
+            file.to_str().unwrap(),
+            "--url",
+            "https://f.example/api/x",
+        ])
+        .env_remove("DPS_SERVICE_CONNECTION_STRING")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("DPS_SERVICE_CONNECTION_STRING"));
+}

@@ -115,6 +115,34 @@ pub fn service_token(
     Ok(token(&key, &url_encode(host), expiry_unix, Some(policy)))
 }
 
+/// Checks a service SAS (IoT Hub registry and twins, the DPS service API): `sr` is `host`, `skn`
+/// is `policy`, not expired at `now` (with `skew` seconds of grace), signed with `key_b64`. The
+/// error says which check failed.
+pub fn verify_service_token(
+    token: &str,
+    host: &str,
+    policy: &str,
+    key_b64: &str,
+    now: u64,
+    skew: u64,
+) -> Result<(), &'static str> {
+    let t = SasToken::parse(token).map_err(|_| "not a SharedAccessSignature token")?;
+    if t.skn.as_deref() != Some(policy) {
+        return Err("unknown shared access policy");
+    }
+    if !t.resource().eq_ignore_ascii_case(host) {
+        return Err("the token is for another service");
+    }
+    if t.se.saturating_add(skew) < now {
+        return Err("the token has expired");
+    }
+    let key = decode_key(key_b64).map_err(|_| "bad key")?;
+    if !t.verify(&key) {
+        return Err("the signature does not match");
+    }
+    Ok(())
+}
+
 fn token(key: &[u8], sr: &str, se: u64, skn: Option<&str>) -> String {
     let sig = url_encode(&sign(key, sr, se));
     match skn {

@@ -69,7 +69,9 @@ pub async fn handle(
             )))
         }
     };
-    if wire::route(&method, &path).is_none() {
+    // Device routes first (the hot path), matched once; then the service and registry routes.
+    let device_route = wire::route(&method, &path);
+    if device_route.is_none() {
         if let Some(route) = crate::dps::service::route(&method, &path) {
             let r = emulator.service(
                 route,
@@ -86,7 +88,7 @@ pub async fn handle(
             return Ok(service_response(r));
         }
     }
-    let reply = match wire::route(&method, &path) {
+    let reply = match device_route {
         // The emulator's own counters (not a DPS route).
         None if method == "GET" && path == "/stats" => Reply {
             status: 200,

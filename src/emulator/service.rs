@@ -26,7 +26,6 @@ use crate::dps::service::{
     dps_error, hub_error, BulkError, BulkResult, EnrollmentDoc, ImportDevice, Method, ServiceRoute,
     SymmetricKey, BULK_MAX, DPS_POLICY,
 };
-use crate::sas::SasToken;
 
 /// The emulator's DPS service host name (the connection string's `HostName`).
 pub const SERVICE_HOST: &str = "loadtest-emulator.azure-devices-provisioning.net";
@@ -151,24 +150,16 @@ impl Emulator {
                 &format!("Unauthorized: {why}"),
             )
         };
-        let t = SasToken::parse(token.ok_or_else(|| refuse("no Authorization header"))?)
-            .map_err(|_| refuse("not a SharedAccessSignature token"))?;
-        if t.skn.as_deref() != Some(DPS_POLICY) {
-            return Err(refuse("unknown shared access policy"));
-        }
-        if !t.resource().eq_ignore_ascii_case(SERVICE_HOST) {
-            return Err(refuse("the token is for another service"));
-        }
-        if t.se.saturating_add(self.opts.sas_skew.as_secs()) < unix_now() {
-            return Err(refuse("the token has expired"));
-        }
-        let key = B64
-            .decode(&self.service_key)
-            .map_err(|_| refuse("bad key"))?;
-        if !t.verify(&key) {
-            return Err(refuse("the signature does not match"));
-        }
-        Ok(())
+        let token = token.ok_or_else(|| refuse("no Authorization header"))?;
+        crate::sas::verify_service_token(
+            token,
+            SERVICE_HOST,
+            DPS_POLICY,
+            &self.service_key,
+            unix_now(),
+            self.opts.sas_skew.as_secs(),
+        )
+        .map_err(refuse)
     }
 
     /// Answers a service-API or registry request.

@@ -2,26 +2,24 @@
 //! DPS's retry schedule on >= 429, and map the final answer with [`crate::dps::outcome`].
 //!
 //! Used by the webhook-mode driver (which measures it) and by the DPS emulator (which calls the
-//! configured webhook the way DPS does). HTTP is a hyper 1.x client with a keep-alive pool;
-//! `https://` goes through rustls with the Mozilla roots. Nothing here checks expectations.
+//! configured webhook the way DPS does). Requests go over a pool of kept-alive
+//! [`http1::Conn`]s; `https://` goes through rustls with the Mozilla roots. Nothing here checks
+//! expectations.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::client::conn::http1::SendRequest;
-use hyper::header::{HeaderName, HeaderValue, CONTENT_TYPE, HOST};
-use hyper::{Request, Uri};
-use hyper_util::rt::TokioIo;
+use hyper::header::HeaderValue;
+use hyper::Uri;
 
+use super::http1;
 use crate::dps::outcome::{Answer, Context, Decision, Rules};
 use crate::dps::Registration;
 use crate::outcome::{End, Failure, Source};
 
 /// Largest webhook response read (larger bodies are a transport error).
 const MAX_RESPONSE: usize = 1 << 20;
-const FUNCTIONS_KEY: HeaderName = HeaderName::from_static("x-functions-key");
 
 /// The webhook URL could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -44,57 +42,45 @@ pub(crate) struct WebhookClient {
     timeout: Duration,
 }
 
-/// One HTTP/1.1 connection's request handle.
-type Sender = SendRequest<Full<Bytes>>;
-
-/// POSTs over HTTP/1.1 keep-alive connections of its own pool. Hand-written over hyper's
-/// connection API rather than hyper-util's pooled client: each call there checks a connection
-/// out through a pool keyed by a hashed authority, behind a lock, with connector and timeout
-/// futures moved around per request; this pool is a stack of ready connections (with lanes,
-/// each lane's connections are its own tasks), which is what a generator that must cost no more
-/// per request than wrk needs.
+/// POSTs over HTTP/1.1 keep-alive connections of its own pool: a stack of idle connections per
+/// thread (with lanes: per lane, so that a request and its connection share a thread). A request
+/// owns its connection while it runs; there is no connection task.
 #[derive(Debug)]
 struct Http {
     /// `host:port` to connect to.
     authority: String,
-    /// The `Host` header.
-    host: HeaderValue,
-    /// Origin-form target (`/api/HttpTrigger1?code=…`).
-    path: Uri,
+    /// The request line and headers up to `content-length`, rendered once (the function key
+    /// is in it: never logged).
+    head: Vec<u8>,
     /// Server name and TLS client configuration for `https://`.
     tls: Option<(
         rustls::pki_types::ServerName<'static>,
         Arc<rustls::ClientConfig>,
     )>,
-    function_key: Option<HeaderValue>,
-    /// Idle connections by the thread that opened them (with lanes: by lane, so that a request
-    /// and its connection's task share a thread), most recently used last.
-    idle: Mutex<Vec<(std::thread::ThreadId, Vec<Sender>)>>,
-    /// Idle connections kept at most.
+    /// Idle connections by the thread that last used them, most recently used last.
+    idle: Mutex<Vec<(std::thread::ThreadId, Vec<http1::Conn>)>>,
+    /// Idle connections kept at most (per thread).
     max_idle: usize,
 }
 
 impl Http {
-    /// A ready connection: an idle one, or a new one.
-    async fn checkout(&self) -> Result<(Sender, bool), Failure> {
+    /// A connection: an idle one (and `true`), or a new one.
+    async fn checkout(&self) -> Result<(http1::Conn, bool), Failure> {
         let me = std::thread::current().id();
-        loop {
-            let idle = {
-                let mut pools = self.idle.lock().expect("pool lock");
-                pools
-                    .iter_mut()
-                    .find(|(t, _)| *t == me)
-                    .and_then(|(_, p)| p.pop())
-            };
-            match idle {
-                Some(s) if s.is_ready() => return Ok((s, true)),
-                Some(_) => continue,
-                None => return self.connect().await.map(|s| (s, false)),
-            }
+        let idle = {
+            let mut pools = self.idle.lock().expect("pool lock");
+            pools
+                .iter_mut()
+                .find(|(t, _)| *t == me)
+                .and_then(|(_, p)| p.pop())
+        };
+        match idle {
+            Some(c) => Ok((c, true)),
+            None => self.connect().await.map(|c| (c, false)),
         }
     }
 
-    fn checkin(&self, s: Sender) {
+    fn checkin(&self, c: http1::Conn) {
         let me = std::thread::current().id();
         let mut pools = self.idle.lock().expect("pool lock");
         let i = match pools.iter().position(|(t, _)| *t == me) {
@@ -106,11 +92,11 @@ impl Http {
         };
         let pool = &mut pools[i].1;
         if pool.len() < self.max_idle {
-            pool.push(s);
+            pool.push(c);
         }
     }
 
-    async fn connect(&self) -> Result<Sender, Failure> {
+    async fn connect(&self) -> Result<http1::Conn, Failure> {
         let tcp = tokio::net::TcpStream::connect(&self.authority)
             .await
             .map_err(|e| {
@@ -122,34 +108,40 @@ impl Http {
             })?;
         let _ = tcp.set_nodelay(true);
         match &self.tls {
-            None => handshake(tcp).await,
+            None => Ok(http1::Conn::new(tcp)),
             Some((name, config)) => {
                 let tls = tokio_rustls::TlsConnector::from(config.clone())
                     .connect(name.clone(), tcp)
                     .await
                     .map_err(Failure::tls_handshake)?;
-                handshake(tls).await
+                Ok(http1::Conn::new(tls))
             }
         }
     }
-}
 
-/// HTTP/1.1 over `io`; the connection is driven by its own task (on this runtime: with lanes,
-/// this lane).
-async fn handshake<S>(io: S) -> Result<Sender, Failure>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        // One write per request (head and body in one buffer): one send, not a writev of two.
-        .writev(false)
-        .handshake(TokioIo::new(io))
-        .await
-        .map_err(|e| failure(&e))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
+    /// One POST on a pooled connection; a kept-alive connection the server closed meanwhile is
+    /// replaced once (the request never reached the webhook), as pooled HTTP clients do.
+    async fn post(&self, body: &[u8]) -> Result<(u16, Bytes), Failure> {
+        let (mut conn, reused) = self.checkout().await?;
+        let answer = match conn.post(&self.head, body, MAX_RESPONSE).await {
+            Err(http1::Error::Closed(_)) if reused => {
+                conn = self.connect().await?;
+                conn.post(&self.head, body, MAX_RESPONSE).await
+            }
+            other => other,
+        };
+        let answer = answer.map_err(Self::failure)?;
+        if answer.keep_alive {
+            self.checkin(conn);
+        }
+        Ok((answer.status, answer.body))
+    }
+
+    fn failure(e: http1::Error) -> Failure {
+        let tls = matches!(&e, http1::Error::Io(io) if is_tls(io));
+        let source = if tls { Source::Tls } else { Source::Network };
+        Failure::new(End::Transport, source, e.to_string())
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -191,9 +183,10 @@ impl WebhookClient {
         let uri: Uri = url
             .parse()
             .map_err(|e: hyper::http::uri::InvalidUri| SetupError::Url(e.to_string()))?;
-        let function_key = function_key
-            .map(|k| HeaderValue::from_str(k).map_err(|_| SetupError::FunctionKey))
-            .transpose()?;
+        // Header values are checked as hyper would (no CR, LF or other controls).
+        if function_key.is_some_and(|k| HeaderValue::from_str(k).is_err()) {
+            return Err(SetupError::FunctionKey);
+        }
         let https = match uri.scheme_str() {
             Some("https") => true,
             Some("http") => false,
@@ -214,16 +207,21 @@ impl WebhookClient {
         } else {
             format!("{host}:{port}")
         };
-        let host_header = HeaderValue::from_str(
-            uri.authority()
-                .map_or(host.as_str(), hyper::http::uri::Authority::as_str),
-        )
-        .map_err(|e| SetupError::Url(e.to_string()))?;
-        let path: Uri = uri
+        let host_header = uri
+            .authority()
+            .map_or(host.as_str(), hyper::http::uri::Authority::as_str);
+        HeaderValue::from_str(host_header).map_err(|e| SetupError::Url(e.to_string()))?;
+        let path = uri
             .path_and_query()
-            .map_or("/", hyper::http::uri::PathAndQuery::as_str)
-            .parse()
-            .map_err(|e: hyper::http::uri::InvalidUri| SetupError::Url(e.to_string()))?;
+            .map_or("/", hyper::http::uri::PathAndQuery::as_str);
+        let mut head = format!(
+            "POST {path} HTTP/1.1\r\nhost: {host_header}\r\ncontent-type: application/json; charset=utf-8\r\n"
+        );
+        if let Some(k) = function_key {
+            head.push_str("x-functions-key: ");
+            head.push_str(k);
+            head.push_str("\r\n");
+        }
         // https:// (a deployed Azure Function) is verified against the Mozilla roots (webpki-roots),
         // so results do not depend on the machine's certificate store, plus `ca` if given.
         let tls = if https {
@@ -241,10 +239,8 @@ impl WebhookClient {
         Ok(Self {
             transport: Transport::Http(Arc::new(Http {
                 authority,
-                host: host_header,
-                path,
+                head: head.into_bytes(),
                 tls,
-                function_key,
                 idle: Mutex::new(Vec::new()),
                 max_idle: pool.max(1),
             })),
@@ -317,45 +313,7 @@ impl WebhookClient {
                 };
             }
         };
-        let request = |body: Bytes| {
-            let mut req = Request::post(http.path.clone())
-                .header(HOST, http.host.clone())
-                .header(
-                    CONTENT_TYPE,
-                    HeaderValue::from_static("application/json; charset=utf-8"),
-                );
-            if let Some(k) = &http.function_key {
-                req = req.header(FUNCTIONS_KEY, k.clone());
-            }
-            req.body(Full::new(body))
-                .expect("a POST with a valid path is a valid request")
-        };
-        let exchange = async {
-            let (mut sender, reused) = http.checkout().await?;
-            let resp = match sender.send_request(request(body.clone())).await {
-                Ok(r) => r,
-                // A kept-alive connection the server closed meanwhile: once more on a new one
-                // (the request never reached the webhook), as pooled HTTP clients do.
-                Err(e)
-                    if reused
-                        && (e.is_canceled() || e.is_closed() || e.is_incomplete_message()) =>
-                {
-                    sender = http.connect().await?;
-                    sender
-                        .send_request(request(body))
-                        .await
-                        .map_err(|e| failure(&e))?
-                }
-                Err(e) => return Err(failure(&e)),
-            };
-            let status = resp.status().as_u16();
-            let body = Limited::new(resp.into_body(), MAX_RESPONSE)
-                .collect()
-                .await
-                .map_err(|e| failure(e.as_ref()))?;
-            http.checkin(sender);
-            Ok::<_, Failure>((status, body.to_bytes()))
-        };
+        let exchange = http.post(&body);
         match tokio::time::timeout(self.timeout, exchange).await {
             Ok(Ok(r)) => (Some(r), End::Answered, None),
             Ok(Err(f)) => (None, End::Transport, Some(f)),

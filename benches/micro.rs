@@ -112,6 +112,7 @@ fn classify(c: &mut Criterion) {
                 linked_hubs: &hubs,
                 device_id: "d",
                 enrollment_twin: None,
+                recent: None,
             };
             match rules.decide(
                 Answer::Response {
@@ -140,6 +141,7 @@ fn classify(c: &mut Criterion) {
                 linked_hubs: &hubs,
                 device_id: "d",
                 enrollment_twin: None,
+                recent: None,
             };
             match rules.decide(
                 Answer::Response {

@@ -80,10 +80,10 @@ impl ClassObservations {
         let r = &o.registration;
         *self.outcomes.entry(outcome_line(&o)).or_default() += 1;
         if let Some(t) = &r.initial_twin {
-            *self.twins.entry(canonical(t)).or_default() += 1;
+            *self.twins.entry(canonical(&t.value())).or_default() += 1;
         }
         if let Some(p) = &r.payload {
-            *self.payloads.entry(canonical(p)).or_default() += 1;
+            *self.payloads.entry(canonical(&p.value())).or_default() += 1;
         }
         *self.attempts.entry(o.attempts).or_default() += 1;
         let smaller = self
@@ -295,7 +295,7 @@ mod tests {
                 status: Some(Status::Assigned),
                 assigned_hub: Some(hub.into()),
                 device_id: Some(id.into()),
-                initial_twin: Some(json!({"tags": {"b": 1, "a": 2}})),
+                initial_twin: Some(json!({"tags": {"b": 1, "a": 2}}).into()),
                 ..Registration::default()
             },
             request: Some(Bytes::from_static(

@@ -252,7 +252,7 @@ async fn every_troubleshooting_outcome_end_to_end() {
             error_code: st.error_code,
             error_message: st.error_message.clone(),
             initial_twin: None,
-            payload: st.payload.clone(),
+            payload: st.payload.clone().map(Into::into),
         };
         let mut expect = class.expect.clone();
         // Twins are checked on the hub (twin tests); not part of registrationState.

@@ -6,7 +6,6 @@
 //! DPS sends: keys are never included (`attestation` has only `type`, `symmetricKey` is `{}`).
 
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 /// `reprovisionPolicy` of an enrollment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,19 +169,21 @@ fn write_json_str(out: &mut Vec<u8>, s: &str) {
     serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
 }
 
-/// The AllocationResponse (§5.3). Both spellings of the hub field are accepted.
-#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+/// The AllocationResponse (§5.3), borrowing the body it was read from: the twin and payload
+/// stay JSON text until someone needs them (see [`super::json`]). Both spellings of the hub
+/// field are accepted; `null` reads as absent.
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub struct AllocationResponse {
+pub struct AllocationResponse<'a> {
     /// The chosen hub; `None` when missing or null.
-    #[serde(default, alias = "iotHubHostname")]
-    pub iot_hub_host_name: Option<String>,
+    #[serde(default, borrow, alias = "iotHubHostname")]
+    pub iot_hub_host_name: Option<std::borrow::Cow<'a, str>>,
     /// Optional `{tags, properties:{desired}}`.
-    #[serde(default)]
-    pub initial_twin: Option<Value>,
+    #[serde(default, borrow)]
+    pub initial_twin: Option<&'a serde_json::value::RawValue>,
     /// Optional payload echoed to the device.
-    #[serde(default)]
-    pub payload: Option<Value>,
+    #[serde(default, borrow)]
+    pub payload: Option<&'a serde_json::value::RawValue>,
 }
 
 #[cfg(test)]
@@ -231,7 +232,7 @@ mod tests {
     fn initial_registration_has_no_current_hub_nor_payload() {
         let e = seed_group();
         let t = RequestTemplate::new(&e, true, &e.iot_hubs[..1]);
-        let v: Value = serde_json::from_slice(&t.body(&DeviceContext {
+        let v: serde_json::Value = serde_json::from_slice(&t.body(&DeviceContext {
             registration_id: "a\"b",
             ..Default::default()
         }))
@@ -254,8 +255,10 @@ mod tests {
             serde_json::from_str(r#"{"iotHubHostname":"h","payload":{"x":1}}"#).unwrap();
         assert_eq!(a.iot_hub_host_name.as_deref(), Some("h"));
         assert_eq!(b.iot_hub_host_name.as_deref(), Some("h"));
-        assert_eq!(b.payload, Some(serde_json::json!({"x":1})));
-        let n: AllocationResponse = serde_json::from_str(r#"{"iotHubHostName":null}"#).unwrap();
+        assert_eq!(b.payload.map(|p| p.get()), Some(r#"{"x":1}"#));
+        let n: AllocationResponse =
+            serde_json::from_str(r#"{"iotHubHostName":null,"initialTwin":null}"#).unwrap();
         assert_eq!(n.iot_hub_host_name, None);
+        assert!(n.initial_twin.is_none());
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod allocation;
 pub mod enrollment;
+pub mod json;
 pub mod outcome;
 pub mod service;
 pub mod session;
@@ -116,9 +117,9 @@ pub struct Registration {
     /// `errorMessage` on failure.
     pub error_message: Option<String>,
     /// The initial twin DPS applies on the hub (the webhook's, else the enrollment's).
-    pub initial_twin: Option<serde_json::Value>,
+    pub initial_twin: Option<json::Json>,
     /// `payload` returned by the webhook.
-    pub payload: Option<serde_json::Value>,
+    pub payload: Option<json::Json>,
 }
 
 impl Registration {

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use super::{Ended, Executor, Job};
 use crate::check;
 use crate::dps::allocation::{DeviceContext, EnrollmentRecord, RequestTemplate};
-use crate::dps::outcome::{Context, Rules};
+use crate::dps::outcome::{Context, Recent, Rules};
 use crate::dps::{Registration, Status};
 use crate::metrics::{End, Sample};
 use crate::outcome::Failure;
@@ -27,6 +27,8 @@ struct Offer {
     request: RequestTemplate,
     linked: Vec<String>,
     enrollment_twin: Option<Value>,
+    /// Its last answer and registration (repeated answers are read once).
+    recent: Recent,
 }
 
 impl Offer {
@@ -46,6 +48,7 @@ impl Offer {
             request: RequestTemplate::new(record, individual, &linked),
             linked,
             enrollment_twin: twin.cloned(),
+            recent: Recent::default(),
         }
     }
 }
@@ -54,6 +57,8 @@ impl Offer {
 struct ClassPlan {
     class: Class,
     group: Option<Offer>,
+    /// The documents last checked against the class's expectation.
+    checked: check::Recent,
 }
 
 /// The webhook-mode executor.
@@ -94,6 +99,7 @@ impl WebhookExecutor {
                     )
                 }),
                 class: c.clone(),
+                checked: check::Recent::default(),
             })
             .collect::<Vec<_>>();
         let individuals = s
@@ -180,6 +186,7 @@ impl Executor for WebhookExecutor {
                     linked_hubs: &offer.linked,
                     device_id: e.device_id,
                     enrollment_twin: offer.enrollment_twin.as_ref(),
+                    recent: Some(&offer.recent),
                 };
                 let a = self.client.allocate(&self.rules, body.clone(), &ctx).await;
                 if self.observe {
@@ -197,7 +204,7 @@ impl Executor for WebhookExecutor {
             ),
         };
         let done = Instant::now();
-        let mismatches = check::compare(&plan.class.expect, &registration);
+        let mismatches = check::compare_recent(&plan.class.expect, &registration, &plan.checked);
         let (request, response) = exchange.map_or((None, None), |(b, r)| (Some(b), r));
         Ended {
             id,

@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 use super::{bump, hub, now_rfc3339, Device, Emulator, OpState, Record, Via};
 use crate::dps::allocation::{DeviceContext, EnrollmentRecord, RequestTemplate};
+use crate::dps::json::Json;
 use crate::dps::outcome::Context;
 use crate::dps::wire::RegistrationState;
 use crate::dps::{Registration, Status};
@@ -94,7 +95,7 @@ impl Emulator {
                         status: Some(Status::Assigned),
                         assigned_hub: Some(hub),
                         device_id: Some(offer.device_id.clone()),
-                        initial_twin: offer.twin.cloned(),
+                        initial_twin: offer.twin.map(Json::from_value),
                         ..Registration::default()
                     },
                     None => Registration::failed(
@@ -137,14 +138,14 @@ impl Emulator {
                 &device_id,
                 before.as_ref(),
                 policy.migrate_device_data,
-                registration.initial_twin.as_ref(),
+                registration.initial_twin.as_ref().map(Json::value).as_ref(),
                 offer.record.capabilities.iot_edge,
                 &now,
             );
             state.assigned_hub = Some(hub_name.clone());
             state.device_id = Some(device_id.clone());
             state.substatus = Some(substatus.into());
-            state.payload = registration.payload.clone();
+            state.payload = registration.payload.as_ref().map(Json::value);
             assigned = Some((hub_name.clone(), device_id));
         }
         match registration.status {
@@ -219,6 +220,7 @@ impl Emulator {
             linked_hubs: linked,
             device_id: &offer.device_id,
             enrollment_twin: offer.twin,
+            recent: None,
         };
         client
             .allocate(&self.rules, Bytes::from(body), &ctx)

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 
 use super::{Ended, Executor, Job};
 use crate::check::{self, Mismatch};
+use crate::dps::json::Json;
 use crate::dps::session::Counts;
 pub(crate) use crate::dps::session::Polling;
 use crate::dps::wire::RegistrationState;
@@ -341,6 +342,6 @@ fn to_registration(st: &RegistrationState) -> Registration {
         error_code: st.error_code,
         error_message: st.error_message.clone(),
         initial_twin: None,
-        payload: st.payload.clone(),
+        payload: st.payload.as_ref().map(Json::from_value),
     }
 }

@@ -571,27 +571,23 @@ async fn collect(
     sent: Arc<AtomicU64>,
 ) -> Option<String> {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
+    // Samples are taken every couple of milliseconds rather than awaited one by one: a waiting
+    // receiver is woken by every send, a wake from the lanes' threads per request (an eventfd
+    // write and a context switch on a busy core); nothing is timed here, so the delay costs
+    // no accuracy.
+    let mut drain = tokio::time::interval(Duration::from_millis(2));
+    drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut aborted = None;
     loop {
         tokio::select! {
             biased;
-            s = rx.recv() => match s {
-                Some(s) => {
+            _ = &mut finish => {
+                // Take what already arrived; later samples belong to abandoned requests.
+                while let Ok(s) = rx.try_recv() {
                     metrics.record(s);
-                    let mut more = 0;
-                    while more < 4096 {
-                        let Ok(s) = rx.try_recv() else { break };
-                        metrics.record(s);
-                        more += 1;
-                    }
-                    // Busy: samples gather for a millisecond instead of each waking this task
-                    // (a cross-thread wake per request when requests run on lanes).
-                    if more > 0 {
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                    }
                 }
-                None => break,
-            },
+                break;
+            }
             _ = tick.tick() => {
                 let in_flight = sent.load(Ordering::Relaxed).saturating_sub(metrics.samples);
                 progress.update(metrics, in_flight);
@@ -603,13 +599,16 @@ async fn collect(
                     }
                 }
             }
-            _ = &mut finish => {
-                // Take what already arrived; later samples belong to abandoned requests.
-                while let Ok(s) = rx.try_recv() {
-                    metrics.record(s);
+            _ = drain.tick() => loop {
+                match rx.try_recv() {
+                    Ok(s) => metrics.record(s),
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                    Err(mpsc::error::TryRecvError::Disconnected) => {
+                        progress.finish();
+                        return aborted;
+                    }
                 }
-                break;
-            }
+            },
         }
     }
     progress.finish();

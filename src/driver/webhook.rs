@@ -188,7 +188,7 @@ impl Executor for WebhookExecutor {
                     enrollment_twin: offer.enrollment_twin.as_ref(),
                     recent: Some(&offer.recent),
                 };
-                let a = self.client.allocate(&self.rules, body.clone(), &ctx).await;
+                let a = self.client.allocate(&self.rules, &body, &ctx, sent).await;
                 if self.observe {
                     exchange = Some((body, a.last));
                 }

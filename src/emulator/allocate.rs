@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
@@ -223,7 +222,7 @@ impl Emulator {
             recent: None,
         };
         client
-            .allocate(&self.rules, Bytes::from(body), &ctx)
+            .allocate(&self.rules, &body, &ctx, tokio::time::Instant::now())
             .await
             .registration
     }

@@ -260,9 +260,13 @@ impl Conn {
 /// The response head in `buf`, if complete: its length, status, body framing and whether the
 /// connection stays open after it.
 fn parse_head(buf: &[u8]) -> Result<Option<(usize, u16, Framing, bool)>, Error> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        buf,
+        &mut headers,
+    ) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(e) => return Err(Error::Protocol(e.to_string())),
@@ -271,8 +275,9 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, u16, Framing, bool)>, Error> 
     let http11 = resp.version == Some(1);
     let (mut length, mut chunked, mut close, mut keep) = (None, false, false, false);
     for h in resp.headers.iter() {
-        let v = std::str::from_utf8(h.value).unwrap_or("").trim();
+        let value = || std::str::from_utf8(h.value).unwrap_or("").trim();
         if h.name.eq_ignore_ascii_case("content-length") {
+            let v = value();
             let n: usize = v
                 .parse()
                 .map_err(|_| Error::Protocol(format!("content-length {v:?}")))?;
@@ -282,12 +287,12 @@ fn parse_head(buf: &[u8]) -> Result<Option<(usize, u16, Framing, bool)>, Error> 
             length = Some(n);
         } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
             // The last coding decides (RFC 9112 §6.3).
-            chunked = v
+            chunked = value()
                 .rsplit(',')
                 .next()
                 .is_some_and(|c| c.trim().eq_ignore_ascii_case("chunked"));
         } else if h.name.eq_ignore_ascii_case("connection") {
-            for t in v.split(',').map(str::trim) {
+            for t in value().split(',').map(str::trim) {
                 close |= t.eq_ignore_ascii_case("close");
                 keep |= t.eq_ignore_ascii_case("keep-alive");
             }

@@ -145,34 +145,61 @@ pub(crate) fn abandoned_sample(
 
 /// Requests handed to the executor and not yet finished, so that those still running when the
 /// grace period ends are recorded exactly once: by the engine as abandoned, or by their task.
-#[derive(Debug, Default)]
-struct InFlight(std::sync::Mutex<std::collections::HashMap<u64, (Job, Instant)>>);
+/// Open loop: by request number; closed loop: one slot per worker (a worker runs one request at
+/// a time, and a slot's lock is never contended, unlike one map for every request).
+#[derive(Debug)]
+enum InFlight {
+    Keyed(std::sync::Mutex<foldhash::HashMap<u64, (Job, Instant)>>),
+    Slots(Vec<std::sync::Mutex<Option<(Job, Instant)>>>),
+}
 
 impl InFlight {
-    fn start(&self, job: Job, sent: Instant) {
-        self.0
-            .lock()
-            .expect("in-flight lock")
-            .insert(job.index, (job, sent));
+    fn keyed() -> Self {
+        Self::Keyed(std::sync::Mutex::default())
+    }
+
+    fn slots(workers: usize) -> Self {
+        Self::Slots((0..workers).map(|_| std::sync::Mutex::new(None)).collect())
+    }
+
+    /// `slot`: the worker (closed loop; ignored in the open loop).
+    fn start(&self, slot: usize, job: Job, sent: Instant) {
+        match self {
+            Self::Keyed(m) => {
+                m.lock()
+                    .expect("in-flight lock")
+                    .insert(job.index, (job, sent));
+            }
+            Self::Slots(s) => *s[slot].lock().expect("in-flight lock") = Some((job, sent)),
+        }
     }
 
     /// True when the job was still owned by its task (its sample is to be sent).
-    fn finish(&self, index: u64) -> bool {
-        self.0
-            .lock()
-            .expect("in-flight lock")
-            .remove(&index)
-            .is_some()
+    fn finish(&self, slot: usize, index: u64) -> bool {
+        match self {
+            Self::Keyed(m) => m.lock().expect("in-flight lock").remove(&index).is_some(),
+            Self::Slots(s) => s[slot]
+                .lock()
+                .expect("in-flight lock")
+                .take_if(|(j, _)| j.index == index)
+                .is_some(),
+        }
     }
 
     /// Takes every job still running: from now on their tasks' samples are dropped.
     fn abandon_all(&self) -> Vec<(Job, Instant)> {
-        self.0
-            .lock()
-            .expect("in-flight lock")
-            .drain()
-            .map(|(_, v)| v)
-            .collect()
+        match self {
+            Self::Keyed(m) => m
+                .lock()
+                .expect("in-flight lock")
+                .drain()
+                .map(|(_, v)| v)
+                .collect(),
+            Self::Slots(s) => s
+                .iter()
+                .filter_map(|slot| slot.lock().expect("in-flight lock").take())
+                .collect(),
+        }
     }
 }
 
@@ -326,7 +353,10 @@ pub(crate) async fn run<E: Executor>(
         (metrics, aborted)
     });
 
-    let inflight = Arc::new(InFlight::default());
+    let inflight = Arc::new(match &plan.pacing {
+        Pacing::Open(_) => InFlight::keyed(),
+        Pacing::Closed { workers, .. } => InFlight::slots(*workers as usize),
+    });
     let scheduled = match &plan.pacing {
         Pacing::Open(schedule) => {
             let sem = Arc::new(Semaphore::new(plan.max_in_flight as usize));
@@ -376,9 +406,12 @@ pub(crate) async fn run<E: Executor>(
                 );
                 let worker = async move {
                     tokio::time::sleep_until(start).await;
-                    while !stopped.load(Ordering::Relaxed)
-                        && deadline.is_none_or(|d| Instant::now() < d)
-                    {
+                    loop {
+                        // One clock read: the deadline check and the request's intended start.
+                        let now = Instant::now();
+                        if stopped.load(Ordering::Relaxed) || deadline.is_some_and(|d| now >= d) {
+                            break;
+                        }
                         let k = next.fetch_add(1, Ordering::Relaxed);
                         if count.is_some_and(|c| k >= c) {
                             break;
@@ -387,12 +420,12 @@ pub(crate) async fn run<E: Executor>(
                         let job = Job {
                             index: k,
                             device: pop.device(k),
-                            intended: Instant::now(),
+                            intended: now,
                             lane,
                         };
-                        inflight.start(job, job.intended);
+                        inflight.start(w, job, job.intended);
                         let sample = exec.execute(job).await;
-                        if inflight.finish(k) {
+                        if inflight.finish(w, k) {
                             let _ = tx.send(sample);
                         }
                     }
@@ -530,11 +563,11 @@ async fn pace_open<E: Executor>(
                 intended,
                 lane,
             };
-            inflight.start(job, Instant::now());
+            inflight.start(0, job, Instant::now());
             let inflight = inflight.clone();
             lanes.get(lane).unwrap_or(&handle).spawn(async move {
                 let sample = exec.execute(job).await;
-                if inflight.finish(k) {
+                if inflight.finish(0, k) {
                     let _ = tx.send(sample);
                 }
                 drop(permit);
@@ -571,11 +604,11 @@ async fn collect(
     sent: Arc<AtomicU64>,
 ) -> Option<String> {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    // Samples are taken every couple of milliseconds rather than awaited one by one: a waiting
+    // Samples are taken every 10 ms rather than awaited one by one: a waiting
     // receiver is woken by every send, a wake from the lanes' threads per request (an eventfd
     // write and a context switch on a busy core); nothing is timed here, so the delay costs
     // no accuracy.
-    let mut drain = tokio::time::interval(Duration::from_millis(2));
+    let mut drain = tokio::time::interval(Duration::from_millis(10));
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut aborted = None;
     loop {

@@ -4,7 +4,9 @@
 //! exactly. Intervals are cut by completion time as the collector sees it.
 //!
 //! Only the current second is kept as histograms; finished seconds are encoded into the log
-//! buffer at once (a few hundred bytes each), so memory stays flat however long the run.
+//! buffer at once (a few hundred bytes each), so memory stays flat however long the run. The
+//! untagged-by-class intervals are the run's overall histograms minus what they held at the
+//! previous second, not histograms of their own: a request is recorded once, not twice.
 
 use std::time::Duration;
 
@@ -18,7 +20,8 @@ use super::{Histos, HIGHEST_US};
 #[derive(Debug, Clone)]
 pub struct IntervalLog {
     second: u64,
-    current: Histos,
+    /// The overall histograms as the last interval left them.
+    seen: Histos,
     /// Per class, allocated at the class's first completion.
     classes: Vec<Option<Histogram<u64>>>,
     class_tags: Vec<String>,
@@ -65,7 +68,7 @@ impl IntervalLog {
     pub fn new(class_names: &[String]) -> Self {
         Self {
             second: 0,
-            current: Histos::new(),
+            seen: Histos::new(),
             classes: class_names.iter().map(|_| None).collect(),
             class_tags: class_names
                 .iter()
@@ -101,19 +104,20 @@ impl IntervalLog {
         }
     }
 
-    /// Records one request that ended `since_start` after the run's start: its latency, service
-    /// time and lag (µs), how it ended and the 429s it saw.
+    /// Records one request that ended `since_start` after the run's start: its latency (µs),
+    /// how it ended and the 429s it saw. `overall`: the run's histograms before this request.
     pub fn record(
         &mut self,
         since_start: Duration,
         class: usize,
-        [latency, service, lag]: [u64; 3],
+        latency: u64,
         end: crate::outcome::End,
         throttled: u32,
+        overall: &Histos,
     ) {
         let second = since_start.as_secs();
         if second > self.second {
-            self.flush(1.0);
+            self.flush(1.0, overall);
             self.second = second;
         }
         match end {
@@ -122,9 +126,6 @@ impl IntervalLog {
             crate::outcome::End::TimedOut => self.counts.timed_out += 1,
         }
         self.counts.throttled += u64::from(throttled);
-        self.current.latency.saturating_record(latency);
-        self.current.service.saturating_record(service);
-        self.current.lag.saturating_record(lag);
         if let Some(slot) = self.classes.get_mut(class) {
             slot.get_or_insert_with(|| {
                 Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("valid histogram bounds")
@@ -133,12 +134,24 @@ impl IntervalLog {
         }
     }
 
-    /// Encodes the current second (`length_s` of it covered) into the log and starts an empty one.
-    fn flush(&mut self, length_s: f64) {
-        if self.current.latency.is_empty() {
+    /// Encodes the current second (`length_s` of it covered; `overall` as it stands at its end)
+    /// into the log and starts an empty one.
+    fn flush(&mut self, length_s: f64, overall: &Histos) {
+        if overall.latency.len() == self.seen.latency.len() {
             return;
         }
-        let l = &self.current.latency;
+        // What the overall histograms gained since the last interval (they only grow).
+        let mut current = overall.clone();
+        for (c, s) in [
+            (&mut current.latency, &self.seen.latency),
+            (&mut current.service, &self.seen.service),
+            (&mut current.lag, &self.seen.lag),
+        ] {
+            c.subtract(s)
+                .expect("the overall histograms contain what they held before");
+        }
+        self.seen.clone_from(overall);
+        let l = &current.latency;
         let c = std::mem::take(&mut self.counts);
         self.timeline.push(Second {
             second: self.second,
@@ -163,9 +176,9 @@ impl IntervalLog {
                     .expect("writing to memory does not fail");
             }
         };
-        put(&self.current.latency, "latency");
-        put(&self.current.service, "service");
-        put(&self.current.lag, "lag");
+        put(&current.latency, "latency");
+        put(&current.service, "service");
+        put(&current.lag, "lag");
         for (h, tag) in self.classes.iter().zip(&self.class_tags) {
             if let Some(h) = h {
                 put(h, tag);
@@ -179,9 +192,6 @@ impl IntervalLog {
                 put(h, tag);
             }
         }
-        self.current.latency.reset();
-        self.current.service.reset();
-        self.current.lag.reset();
         for h in self
             .classes
             .iter_mut()
@@ -198,15 +208,16 @@ impl IntervalLog {
         self.classes.iter().flatten().count()
     }
 
-    /// Closes the last second, which the run covered up to `end` since its start (idempotent).
-    pub fn close(&mut self, end: Duration) {
+    /// Closes the last second, which the run covered up to `end` since its start, `overall` the
+    /// run's final histograms (idempotent).
+    pub fn close(&mut self, end: Duration, overall: &Histos) {
         let covered = end.as_secs_f64() - self.second as f64;
-        self.flush(covered.clamp(0.001, 1.0));
+        self.flush(covered.clamp(0.001, 1.0), overall);
     }
 
     /// The whole log: header (start time, units, tags) then one line per tagged interval.
-    pub fn finish(mut self, start: std::time::SystemTime) -> Vec<u8> {
-        self.flush(1.0);
+    pub fn finish(mut self, start: std::time::SystemTime, overall: &Histos) -> Vec<u8> {
+        self.flush(1.0, overall);
         let secs = start
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0.0, |d| d.as_secs_f64());
@@ -234,17 +245,22 @@ mod tests {
     #[test]
     fn seconds_count_errors_timeouts_and_429s_and_the_last_is_partial() {
         let mut log = IntervalLog::new(&["a".to_owned()]);
+        let mut overall = Histos::new();
         let at = |ms: u64| Duration::from_millis(ms);
+        let mut record = |ms: u64, t: [u64; 3], end, throttled| {
+            log.record(at(ms), 0, t[0], end, throttled, &overall);
+            overall.record(t);
+        };
         for i in 0..100 {
-            log.record(at(i * 10), 0, [1000, 900, 100], End::Answered, 0);
+            record(i * 10, [1000, 900, 100], End::Answered, 0);
         }
-        log.record(at(1100), 0, [5_000_000, 5_000_000, 0], End::TimedOut, 0);
-        log.record(at(1200), 0, [2000, 2000, 0], End::Transport, 0);
-        log.record(at(1300), 0, [3000, 3000, 0], End::Answered, 2);
+        record(1100, [5_000_000, 5_000_000, 0], End::TimedOut, 0);
+        record(1200, [2000, 2000, 0], End::Transport, 0);
+        record(1300, [3000, 3000, 0], End::Answered, 2);
         for i in 0..25 {
-            log.record(at(2000 + i * 10), 0, [1000, 900, 100], End::Answered, 0);
+            record(2000 + i * 10, [1000, 900, 100], End::Answered, 0);
         }
-        log.close(at(2250));
+        log.close(at(2250), &overall);
         let t = &log.timeline;
         assert_eq!(t.len(), 3);
         assert_eq!(
@@ -259,8 +275,15 @@ mod tests {
         assert!((t[2].length_s - 0.25).abs() < 1e-9, "{}", t[2].length_s);
         // 25 in a quarter of a second: the same 100/s as the full seconds before it.
         assert!((t[2].ended as f64 / t[2].length_s - 100.0).abs() < 1e-6);
+        // The seconds' latencies are those of their own requests.
+        assert_eq!((t[0].p50_us, t[0].p99_us), (1000, 1000));
+        assert_eq!(
+            t[1].p99_us, 5_001_215,
+            "the timed-out request is the second's own"
+        );
+        assert_eq!(t[2].p99_us, 1000);
         // Closing again changes nothing.
-        log.close(at(2300));
+        log.close(at(2300), &overall);
         assert_eq!(log.timeline.len(), 3);
     }
 }

@@ -170,11 +170,11 @@ impl Histos {
         }
     }
 
-    fn record(&mut self, s: &Sample) {
-        self.latency.saturating_record(us(s.done - s.intended));
-        self.service.saturating_record(us(s.done - s.sent));
-        self.lag
-            .saturating_record(us(s.sent.saturating_duration_since(s.intended)));
+    /// Records one request's latency, service time and lag (µs).
+    pub(crate) fn record(&mut self, [latency, service, lag]: [u64; 3]) {
+        self.latency.saturating_record(latency);
+        self.service.saturating_record(service);
+        self.lag.saturating_record(lag);
     }
 }
 
@@ -351,29 +351,32 @@ impl Metrics {
                 *self.errors.entry(key).or_default() += 1;
             }
         }
-        let second = s.done.saturating_duration_since(self.start).as_secs() as usize;
+        let since_start = s.done.saturating_duration_since(self.start);
+        let second = since_start.as_secs() as usize;
         if self.per_second.len() <= second {
             self.per_second.resize(second + 1, 0);
         }
         self.per_second[second] += 1;
         self.last_done = Some(self.last_done.map_or(s.done, |d| d.max(s.done)));
-        self.overall.record(&s);
+        let times = [
+            us(s.done.saturating_duration_since(s.intended)),
+            us(s.done.saturating_duration_since(s.sent)),
+            us(s.sent.saturating_duration_since(s.intended)),
+        ];
         if let Some(log) = &mut self.intervals {
             log.record(
-                s.done.saturating_duration_since(self.start),
+                since_start,
                 s.class as usize,
-                [
-                    us(s.done - s.intended),
-                    us(s.done - s.sent),
-                    us(s.sent.saturating_duration_since(s.intended)),
-                ],
+                times[0],
                 s.end,
                 s.throttled,
+                &self.overall,
             );
             if let Some(p) = &s.phases {
                 log.record_phases(p);
             }
         }
+        self.overall.record(times);
         if let Some(p) = &s.phases {
             self.phases.get_or_insert_with(PhaseHistos::new).record(p);
         }
@@ -384,7 +387,7 @@ impl Metrics {
         if s.end != End::Answered {
             c.no_answer += 1;
         }
-        c.histos_mut().record(&s);
+        c.histos_mut().record(times);
         if let (Some(obs), Some(o)) = (&mut self.observations, s.observed) {
             let none: &[Mismatch] = &[];
             let fields = s.mismatch.as_ref().map_or(none, |m| m.1.as_slice());

@@ -121,7 +121,7 @@ pub(crate) fn write(
     std::fs::write(dir.join("latency.hgrm"), hgrm(&m.overall.latency))?;
     std::fs::write(dir.join("histograms.json"), encode_all(m))?;
     if let Some(log) = m.intervals.take() {
-        std::fs::write(dir.join("latency.hlog"), log.finish(started))?;
+        std::fs::write(dir.join("latency.hlog"), log.finish(started, &m.overall))?;
     }
     Ok(())
 }

@@ -294,11 +294,12 @@ pub(crate) async fn run(
     })?;
     let elapsed = outcome.elapsed;
     let mut metrics = outcome.metrics;
+    let overall = &metrics.overall;
     let timeline = metrics
         .intervals
         .as_mut()
         .map(|l| {
-            l.close(elapsed);
+            l.close(elapsed, overall);
             l.timeline.clone()
         })
         .unwrap_or_default();

@@ -4,8 +4,6 @@
 //! Rendering and matching live together so the reference webhook's per-class faults match exactly
 //! the IDs the population generates.
 
-use std::fmt::Write as _;
-
 /// A parsed template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IdTemplate {
@@ -76,7 +74,12 @@ impl IdTemplate {
         out.clear();
         out.push_str(&self.prefix);
         if let Some(w) = self.width {
-            let _ = write!(out, "{n:0w$}");
+            // itoa, zero-padded by hand: `write!` with a width runs the formatting machinery for
+            // every request.
+            let mut digits = itoa::Buffer::new();
+            let d = digits.format(n);
+            out.extend(std::iter::repeat_n('0', w.saturating_sub(d.len())));
+            out.push_str(d);
         }
         out.push_str(&self.suffix);
     }

@@ -12,20 +12,24 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
-/// Validated JSON text.
+/// Validated JSON text, shared: a clone (a repeated answer's twin) copies nothing.
 #[derive(Clone)]
-pub struct Json(Box<RawValue>);
+pub struct Json(std::sync::Arc<RawValue>);
 
 impl Json {
     /// The JSON of `v`.
     pub fn from_value(v: &Value) -> Self {
         // A `Value` always serialises (its map keys are strings).
-        Self(serde_json::value::to_raw_value(v).unwrap_or_else(|_| null()))
+        Self(
+            serde_json::value::to_raw_value(v)
+                .unwrap_or_else(|_| null())
+                .into(),
+        )
     }
 
     /// A copy of already validated JSON text (a field of a parsed answer).
     pub fn from_raw(raw: &RawValue) -> Self {
-        Self(raw.to_owned())
+        Self(raw.to_owned().into())
     }
 
     /// The text, exactly as received.
@@ -76,7 +80,7 @@ impl Serialize for Json {
 
 impl<'de> Deserialize<'de> for Json {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Box::<RawValue>::deserialize(d).map(Self)
+        Box::<RawValue>::deserialize(d).map(|raw| Self(raw.into()))
     }
 }
 

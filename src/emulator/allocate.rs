@@ -137,7 +137,7 @@ impl Emulator {
                 &device_id,
                 before.as_ref(),
                 policy.migrate_device_data,
-                registration.initial_twin.as_ref().map(Json::value).as_ref(),
+                registration.initial_twin.as_ref(),
                 offer.record.capabilities.iot_edge,
                 &now,
             );
@@ -257,7 +257,7 @@ impl Emulator {
         device_id: &str,
         before: Option<&(String, String)>,
         migrate: bool,
-        initial: Option<&Value>,
+        initial: Option<&Json>,
         iot_edge: bool,
         now: &str,
     ) -> &'static str {

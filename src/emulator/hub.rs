@@ -3,6 +3,7 @@
 //! exactly as on a real hub (dps-protocol.md §9). No MQTT/AMQP device side: devices never connect
 //! to these hubs, only DPS writes and verifiers read.
 
+use crate::dps::json::Json;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -66,16 +67,16 @@ impl Hub {
         }
     }
 
-    /// The shared copy of an initial twin.
-    pub fn intern(&mut self, twin: Option<&Value>) -> Option<Arc<Value>> {
+    /// The shared copy of an initial twin, keyed by its text (a fleet's twins repeat: each is
+    /// parsed once per hub).
+    pub fn intern(&mut self, twin: Option<&Json>) -> Option<Arc<Value>> {
         let t = twin?;
-        let key = t.to_string();
-        Some(
-            self.interned
-                .entry(key)
-                .or_insert_with(|| Arc::new(t.clone()))
-                .clone(),
-        )
+        if let Some(v) = self.interned.get(t.as_str()) {
+            return Some(v.clone());
+        }
+        let v = Arc::new(t.value());
+        self.interned.insert(t.as_str().to_owned(), v.clone());
+        Some(v)
     }
 
     /// `HostName=…;SharedAccessKeyName=iothubowner;SharedAccessKey=…`.

@@ -107,9 +107,7 @@ impl Conn {
                 Error::Io(e)
             });
         }
-        // Bytes left from an earlier answer mean the server broke framing: never reused, so
-        // there are none here.
-        self.buf.clear();
+        // The buffer is empty: a connection with bytes left after an answer is never reused.
         let mut answered = false;
         loop {
             let (head_len, status, framing, keep_alive) = loop {

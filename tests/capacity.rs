@@ -1,7 +1,7 @@
 //! Capacity planning: the knee search against a webhook whose capacity is known, and the
 //! self-contained HTML report.
 
-use crate::util::{run, scenario, summary, tempdir};
+use crate::util::{run, run_file, scenario, summary, tempdir};
 
 /// A step of the search fails when its SLO fails. Here the SLO is a count, `requests < 300`, so the
 /// knee is known exactly whatever the machine's speed: each step holds its rate for 2 s, so 50/s
@@ -206,13 +206,7 @@ fn the_onboarding_simulation_predicts_a_throttled_run_within_ten_percent() {
     let file = dir.path().join("storm.toml");
     std::fs::write(&file, STORM).unwrap();
     let out = dir.path().join("run");
-    let r = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--no-progress",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = run_file(&file, &out);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let measured = summary(&out);
     assert_eq!(measured["expectations"]["passed"], 3000, "{measured}");

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::util::{bin, class, run, scenario, summary, tempdir, DpsProcess};
+use crate::util::{bin, class, run, run_file, scenario, summary, tempdir, DpsProcess};
 
 /// contoso-faults.toml in a device mode: quick polls, no thresholds (they count webhook retries);
 /// the emulator reaches the embedded webhook over `webhook` ("in-process" or "http").
@@ -242,13 +242,7 @@ fn tls_refusal_and_silence_are_classified_never_hung() {
         5,
     );
     let out = dir.path().join("tls");
-    let r = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--no-progress",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = run_file(&file, &out);
     assert_eq!(r.code, 2, "no device got an answer: {}", r.stderr);
     assert!(
         has_error(&summary(&out), "tls", "TLS handshake failed"),
@@ -265,13 +259,7 @@ fn tls_refusal_and_silence_are_classified_never_hung() {
         5,
     );
     let out = dir.path().join("refused");
-    let r = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--no-progress",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = run_file(&file, &out);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let v = summary(&out);
     assert_eq!(class(&v, "toaster")["outcomes"]["failed:401002"], 5, "{v}");
@@ -298,13 +286,7 @@ fn tls_refusal_and_silence_are_classified_never_hung() {
     );
     let out = dir.path().join("silent");
     let started = std::time::Instant::now();
-    let r = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--no-progress",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = run_file(&file, &out);
     assert!(started.elapsed() < Duration::from_secs(120), "never hangs");
     assert_eq!(r.code, 2, "{}", r.stderr);
     let v = summary(&out);
@@ -345,13 +327,7 @@ fn connect_timeouts_and_retries_are_their_own_phase_from_spread_sources() {
         4,
     );
     let out = dir.path().join("retried");
-    let r = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--no-progress",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = run_file(&file, &out);
     assert_eq!(r.code, 2, "no device got an answer: {}", r.stderr);
     let v = summary(&out);
     assert_eq!(v["requests"]["timed_out"], 4, "{}", v["requests"]);
@@ -487,13 +463,7 @@ fn a_host_name_mismatch_is_a_tls_failure() {
         2,
     );
     let out = dir.path().join("report");
-    let r = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--no-progress",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = run_file(&file, &out);
     emu.kill();
     assert_eq!(r.code, 2, "{}", r.stderr);
     let v = summary(&out);

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::util::{run, scenario, summary, tempdir};
+use crate::util::{run_file, scenario, summary, tempdir};
 
 const TOASTERS: &str = "contoso-toasters-hub-1098.azure-devices.net";
 
@@ -114,13 +114,7 @@ fn run_in(file: &Path, dir: &Path) -> Value {
         "report-{}",
         file.file_stem().unwrap().to_str().unwrap()
     ));
-    let r = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--no-progress",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = run_file(file, &out);
     assert_eq!(r.code, 0, "{}\n{}\n{}", file.display(), r.stdout, r.stderr);
     summary(&out)
 }

@@ -1,7 +1,7 @@
 use std::io::Write as _;
 use std::time::Duration;
 
-use crate::util::{bin, run, scenario, summary, tempdir};
+use crate::util::{bin, run, run_file, scenario, summary, tempdir};
 
 #[test]
 fn malformed_scenario_names_file_line_column_and_key() {
@@ -368,13 +368,7 @@ grace = "1s"
     )
     .unwrap();
     let out = dir.path().join("r");
-    let r = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--no-progress",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = run_file(&file, &out);
     assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
     let v = summary(&out);
     let req = &v["requests"];

@@ -6,7 +6,7 @@
 
 use std::io::{Read, Write};
 
-use crate::util::{class, run, summary, tempdir, DpsProcess};
+use crate::util::{class, run_file, summary, tempdir, DpsProcess};
 
 fn scenario(target: &str) -> String {
     format!(
@@ -46,13 +46,7 @@ fn run_scenario(text: &str) -> serde_json::Value {
     let file = dir.path().join("ws.toml");
     std::fs::write(&file, text).unwrap();
     let out = dir.path().join("r");
-    let r = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--no-progress",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = run_file(&file, &out);
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     summary(&out)
 }
@@ -111,13 +105,7 @@ fn dps_serve_takes_websockets_and_refuses_a_bad_upgrade() {
     let file = dir.path().join("wrong.toml");
     std::fs::write(&file, wrong).unwrap();
     let out = dir.path().join("r");
-    let r = run(&[
-        "run",
-        file.to_str().unwrap(),
-        "--no-progress",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let r = run_file(&file, &out);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let w = summary(&out);
     assert!(

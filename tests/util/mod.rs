@@ -53,6 +53,17 @@ pub fn run(args: &[&str]) -> Run {
     }
 }
 
+/// `loadtest run FILE --no-progress --out OUT`, as [`run`] runs it.
+pub fn run_file(file: &Path, out: &Path) -> Run {
+    run(&[
+        "run",
+        file.to_str().unwrap(),
+        "--no-progress",
+        "--out",
+        out.to_str().unwrap(),
+    ])
+}
+
 /// True for a command that evaluates thresholds and does not choose its selection itself.
 pub fn deterministic(args: &[&str]) -> bool {
     (matches!(args.first(), Some(&("run" | "check" | "plan")))

@@ -182,12 +182,12 @@ fn fields(expect: &Expect, got: &Registration) -> Vec<Mismatch> {
             .as_deref()
             .is_some_and(|g| g.eq_ignore_ascii_case(h))
         {
-            diff(Field::Hub, quote(h), opt(&got.assigned_hub));
+            diff(Field::Hub, quote(h), opt(got.assigned_hub.as_deref()));
         }
     }
     if let Some(d) = &expect.device_id {
         if got.device_id.as_deref() != Some(d.as_str()) {
-            diff(Field::DeviceId, quote(d), opt(&got.device_id));
+            diff(Field::DeviceId, quote(d), opt(got.device_id.as_deref()));
         }
     }
     if let Some(c) = expect.error_code {
@@ -205,7 +205,11 @@ fn fields(expect: &Expect, got: &Registration) -> Vec<Mismatch> {
             .as_deref()
             .is_some_and(|g| g.contains(m.as_str()))
         {
-            diff(Field::ErrorMessage, quote(m), opt(&got.error_message));
+            diff(
+                Field::ErrorMessage,
+                quote(m),
+                opt(got.error_message.as_deref()),
+            );
         }
     }
     out
@@ -289,8 +293,8 @@ fn quote(s: &str) -> String {
     Value::String(s.to_owned()).to_string()
 }
 
-fn opt(s: &Option<String>) -> String {
-    s.as_deref().map_or("null".into(), quote)
+fn opt(s: Option<&str>) -> String {
+    s.map_or("null".into(), quote)
 }
 
 fn json(v: Option<&Value>) -> String {

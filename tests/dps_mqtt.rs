@@ -247,7 +247,7 @@ async fn every_troubleshooting_outcome_end_to_end() {
         let st = op.registration_state.clone().unwrap();
         let got = Registration {
             status: Status::parse(&st.status),
-            assigned_hub: st.assigned_hub.clone(),
+            assigned_hub: st.assigned_hub.as_deref().map(Into::into),
             device_id: st.device_id.clone(),
             error_code: st.error_code,
             error_message: st.error_message.clone(),

@@ -109,7 +109,7 @@ pub struct Registration {
     /// assigned / failed / disabled.
     pub status: Option<Status>,
     /// `assignedHub`.
-    pub assigned_hub: Option<String>,
+    pub assigned_hub: Option<std::sync::Arc<str>>,
     /// `deviceId`.
     pub device_id: Option<String>,
     /// `errorCode` on failure.
@@ -123,6 +123,19 @@ pub struct Registration {
 }
 
 impl Registration {
+    /// A copy without its device ID (the hub, twin and payload are shared, not copied).
+    fn clone_shared(&self) -> Self {
+        Self {
+            status: self.status,
+            assigned_hub: self.assigned_hub.clone(),
+            device_id: None,
+            error_code: self.error_code,
+            error_message: self.error_message.clone(),
+            initial_twin: self.initial_twin.clone(),
+            payload: self.payload.clone(),
+        }
+    }
+
     /// A failed registration.
     pub fn failed(code: u32, message: impl Into<String>) -> Self {
         Self {

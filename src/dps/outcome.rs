@@ -175,11 +175,10 @@ impl Rules {
         };
         if let Ok(last) = recent.0.try_lock() {
             if let Some((_, r)) = last.as_ref().filter(|(b, _)| b.as_slice() == body) {
-                let mut r = r.clone();
-                if r.device_id.is_some() {
-                    r.device_id = Some(ctx.device_id.to_owned());
-                }
-                return r;
+                return Registration {
+                    device_id: r.device_id.as_ref().map(|_| ctx.device_id.to_owned()),
+                    ..r.clone_shared()
+                };
             }
         }
         let r = self.read(body, ctx);
@@ -217,7 +216,7 @@ impl Rules {
         }
         Registration {
             status: Some(Status::Assigned),
-            assigned_hub: Some(hub.to_owned()),
+            assigned_hub: Some(hub.into()),
             device_id: Some(ctx.device_id.to_owned()),
             error_code: None,
             error_message: None,

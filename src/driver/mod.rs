@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{watch, Semaphore};
 use tokio::time::Instant;
 
 use bytes::Bytes;
@@ -72,7 +72,7 @@ pub(crate) struct Ended {
     /// The last answer (status, body), if any (conformance transcripts).
     pub response: Option<(u16, Bytes)>,
     /// Per-phase timings (device modes; their 429s are in `phases.throttled`).
-    pub phases: Option<Box<Phases>>,
+    pub phases: Option<Phases>,
     /// Webhook mode: answers that were 429.
     pub throttled: u32,
 }
@@ -80,37 +80,39 @@ pub(crate) struct Ended {
 impl Ended {
     /// The sample of `job`, sent at `sent`, done at `done`; `observe` keeps the exchange.
     pub(crate) fn sample(self, job: &Job, sent: Instant, done: Instant, observe: bool) -> Sample {
-        let observed = observe.then(|| {
-            Box::new(Observation {
+        let mut s = Sample::timed(job.device.class, job.intended, sent, done);
+        s.end = self.end;
+        s.outcome = self.registration.key();
+        s.attempts = self.attempts;
+        s.throttled = self.throttled + self.phases.as_ref().map_or(0, |p| p.throttled);
+        if observe {
+            s.extra_mut().observed = Some(Observation {
                 registration_id: self.id.clone(),
                 registration: self.registration.clone(),
                 request: self.request,
                 response: self.response,
                 attempts: self.attempts,
-            })
-        });
-        Sample {
-            class: job.device.class,
-            intended: job.intended,
-            sent,
-            done,
-            end: self.end,
-            outcome: self.registration.key(),
-            attempts: self.attempts,
-            mismatch: (!self.mismatches.is_empty()).then(|| Box::new((self.id, self.mismatches))),
-            error: self.error,
-            hub: self.registration.assigned_hub,
-            observed,
-            throttled: self.throttled + self.phases.as_ref().map_or(0, |p| p.throttled),
-            phases: self.phases,
+            });
         }
+        if !self.mismatches.is_empty() {
+            s.extra_mut().mismatch = Some((self.id, self.mismatches));
+        }
+        if self.error.is_some() {
+            s.extra_mut().error = self.error;
+        }
+        if let Some(p) = self.phases {
+            s.extra_mut().phases = Some(p);
+        }
+        s.hub = self.registration.assigned_hub;
+        s
     }
 }
 
 /// Runs one request end to end and reports what happened.
 pub(crate) trait Executor: Send + Sync + 'static {
-    /// Executes a job; never panics on target misbehaviour.
-    fn execute(&self, job: Job) -> impl Future<Output = Sample> + Send;
+    /// Executes a job handed over at `sent` (the start of its service time; closed loop: when
+    /// the worker's previous request ended); never panics on target misbehaviour.
+    fn execute(&self, job: Job, sent: Instant) -> impl Future<Output = Sample> + Send;
 
     /// The sample of a job still unanswered when the grace period ended: timed out at `done`,
     /// its class's expectation unmet (wrk2 records such requests at their elapsed time too).
@@ -276,8 +278,11 @@ pub(crate) async fn run<E: Executor>(
     let start = plan
         .origin
         .unwrap_or_else(|| Instant::now() + Duration::from_millis(5));
-    let (tx, rx) = mpsc::unbounded_channel::<Sample>();
     let (finish_tx, finish_rx) = tokio::sync::oneshot::channel::<()>();
+    let inflight = Arc::new(match &plan.pacing {
+        Pacing::Open(_) => InFlight::keyed(plan.lanes.len()),
+        Pacing::Closed { workers, .. } => InFlight::slots(*workers as usize, plan.lanes.len()),
+    });
     let mut metrics = Metrics::new(classes, start, plan.examples, plan.observe);
     metrics.intervals = plan
         .interval_log
@@ -290,14 +295,18 @@ pub(crate) async fn run<E: Executor>(
     let watch = plan.watch.clone().map(|w| (w, total, stop.clone()));
     let sent = Arc::new(AtomicU64::new(0));
     let sent_seen = sent.clone();
+    let finished = inflight.clone();
     let collector = tokio::spawn(async move {
-        let aborted = collect(&mut metrics, rx, finish_rx, progress, watch, sent_seen).await;
+        let aborted = collect(
+            &mut metrics,
+            &finished,
+            finish_rx,
+            progress,
+            watch,
+            sent_seen,
+        )
+        .await;
         (metrics, aborted)
-    });
-
-    let inflight = Arc::new(match &plan.pacing {
-        Pacing::Open(_) => InFlight::keyed(),
-        Pacing::Closed { workers, .. } => InFlight::slots(*workers as usize),
     });
     let scheduled = match &plan.pacing {
         Pacing::Open(schedule) => {
@@ -308,7 +317,6 @@ pub(crate) async fn run<E: Executor>(
                 schedule,
                 start,
                 &sem,
-                &tx,
                 &sent,
                 &stop,
                 &inflight,
@@ -336,10 +344,9 @@ pub(crate) async fn run<E: Executor>(
                 } else {
                     w % plan.lanes.len()
                 };
-                let (exec, pop, tx, next, sent, stopped, count, inflight) = (
+                let (exec, pop, next, sent, stopped, count, inflight) = (
                     exec.clone(),
                     population.clone(),
-                    tx.clone(),
                     next.clone(),
                     sent.clone(),
                     stopped.clone(),
@@ -348,9 +355,11 @@ pub(crate) async fn run<E: Executor>(
                 );
                 let worker = async move {
                     tokio::time::sleep_until(start).await;
+                    let mut last_done = None;
                     loop {
-                        // One clock read: the deadline check and the request's intended start.
-                        let now = Instant::now();
+                        // A request starts when the previous one ended: one clock read per
+                        // request (its end) serves the deadline check and the next one's start.
+                        let now = last_done.take().unwrap_or_else(Instant::now);
                         if stopped.load(Ordering::Relaxed) || deadline.is_some_and(|d| now >= d) {
                             break;
                         }
@@ -365,11 +374,10 @@ pub(crate) async fn run<E: Executor>(
                             intended: now,
                             lane,
                         };
-                        inflight.start(w, job, job.intended);
-                        let sample = exec.execute(job).await;
-                        if inflight.finish(w, k) {
-                            let _ = tx.send(sample);
-                        }
+                        inflight.start(w, job, now);
+                        let sample = exec.execute(job, now).await;
+                        last_done = Some(sample.done);
+                        inflight.finish(w, &job, sample);
                     }
                 };
                 match plan.lanes.get(lane) {
@@ -398,9 +406,8 @@ pub(crate) async fn run<E: Executor>(
     let abandoned_jobs = inflight.abandon_all();
     let abandoned = abandoned_jobs.len() as u64;
     for (job, first_send) in abandoned_jobs {
-        let _ = tx.send(exec.abandoned(&job, first_send, now));
+        inflight.push(job.lane, exec.abandoned(&job, first_send, now));
     }
-    drop(tx);
     let _ = finish_tx.send(());
     let (metrics, aborted) = collector.await.expect("collector task does not panic");
     let sent = sent.load(Ordering::Relaxed);
@@ -426,7 +433,6 @@ async fn pace_open<E: Executor>(
     schedule: &Schedule,
     start: Instant,
     sem: &Arc<Semaphore>,
-    tx: &mpsc::UnboundedSender<Sample>,
     sent: &Arc<AtomicU64>,
     stop: &Stop,
     inflight: &Arc<InFlight>,
@@ -434,12 +440,11 @@ async fn pace_open<E: Executor>(
     granularity: Duration,
 ) {
     let lanes = lanes.to_vec();
-    let (exec, population, schedule, sem, tx, sent, stop, inflight) = (
+    let (exec, population, schedule, sem, sent, stop, inflight) = (
         exec.clone(),
         population.clone(),
         schedule.clone(),
         sem.clone(),
-        tx.clone(),
         sent.clone(),
         stop.clone(),
         inflight.clone(),
@@ -492,7 +497,7 @@ async fn pace_open<E: Executor>(
                 }
             };
             sent.fetch_add(1, Ordering::Relaxed);
-            let (exec, tx, device) = (exec.clone(), tx.clone(), population.device(k));
+            let (exec, device) = (exec.clone(), population.device(k));
             let intended = Instant::from_std(intended_std);
             let lane = if lanes.is_empty() {
                 0
@@ -508,10 +513,8 @@ async fn pace_open<E: Executor>(
             inflight.start(0, job, Instant::now());
             let inflight = inflight.clone();
             lanes.get(lane).unwrap_or(&handle).spawn(async move {
-                let sample = exec.execute(job).await;
-                if inflight.finish(0, k) {
-                    let _ = tx.send(sample);
-                }
+                let sample = exec.execute(job, Instant::now()).await;
+                inflight.finish(0, &job, sample);
                 drop(permit);
             });
             k += 1;
@@ -539,28 +542,26 @@ async fn wait_drained_fut(grace: Duration, stop: &Stop, fut: impl Future<Output 
 
 async fn collect(
     metrics: &mut Metrics,
-    mut rx: mpsc::UnboundedReceiver<Sample>,
+    finished: &InFlight,
     mut finish: tokio::sync::oneshot::Receiver<()>,
     progress: Progress,
     watch: Option<(Watch, Option<u64>, Stop)>,
     sent: Arc<AtomicU64>,
 ) -> Option<String> {
     let mut tick = tokio::time::interval(Duration::from_millis(250));
-    // Samples are taken every 10 ms rather than awaited one by one: a waiting
-    // receiver is woken by every send, a wake from the lanes' threads per request (an eventfd
-    // write and a context switch on a busy core); nothing is timed here, so the delay costs
-    // no accuracy.
+    // Finished samples are taken every 10 ms rather than awaited one by one: waiting for each
+    // would wake this task from the lanes' threads per request (an eventfd write and a context
+    // switch on a busy core); nothing is timed here, so the delay costs no accuracy.
     let mut drain = tokio::time::interval(Duration::from_millis(10));
     drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut spare = Vec::new();
     let mut aborted = None;
     loop {
         tokio::select! {
             biased;
             _ = &mut finish => {
-                // Take what already arrived; later samples belong to abandoned requests.
-                while let Ok(s) = rx.try_recv() {
-                    metrics.record(s);
-                }
+                // Every request is in by now: finished, or abandoned by the engine.
+                finished.drain(&mut spare, |s| metrics.record(s));
                 break;
             }
             _ = tick.tick() => {
@@ -574,16 +575,7 @@ async fn collect(
                     }
                 }
             }
-            _ = drain.tick() => loop {
-                match rx.try_recv() {
-                    Ok(s) => metrics.record(s),
-                    Err(mpsc::error::TryRecvError::Empty) => break,
-                    Err(mpsc::error::TryRecvError::Disconnected) => {
-                        progress.finish();
-                        return aborted;
-                    }
-                }
-            },
+            _ = drain.tick() => finished.drain(&mut spare, |s| metrics.record(s)),
         }
     }
     progress.finish();

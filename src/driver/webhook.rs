@@ -157,7 +157,7 @@ impl Executor for WebhookExecutor {
         super::abandoned_sample(job, id, &plan.class.expect, sent, done)
     }
 
-    async fn execute(&self, job: Job) -> Sample {
+    async fn execute(&self, job: Job, sent: Instant) -> Sample {
         let plan = &self.classes[job.device.class as usize];
         let id = plan.class.template.render(job.device.n);
         let enrollee = self.enrollment.resolve(&id);
@@ -165,7 +165,6 @@ impl Executor for WebhookExecutor {
             Via::Individual(i) => self.individuals[i].as_ref(),
             Via::Group => plan.group.as_ref(),
         });
-        let sent = Instant::now();
         let mut exchange = None;
         let mut throttled = 0;
         let (registration, end, error, attempts) = match (&enrollee, offer) {
@@ -181,7 +180,7 @@ impl Executor for WebhookExecutor {
                 0,
             ),
             (Some(e), Some(offer)) => {
-                let body = Bytes::from(offer.request.body(&device_context(&plan.class, &id)));
+                let body = offer.request.body(&device_context(&plan.class, &id));
                 let ctx = Context {
                     linked_hubs: &offer.linked,
                     device_id: e.device_id,
@@ -190,7 +189,7 @@ impl Executor for WebhookExecutor {
                 };
                 let a = self.client.allocate(&self.rules, &body, &ctx, sent).await;
                 if self.observe {
-                    exchange = Some((body, a.last));
+                    exchange = Some((Bytes::from(body), a.last));
                 }
                 throttled = a.throttled;
                 (a.registration, a.end, a.error, a.attempts)

@@ -92,7 +92,7 @@ impl Emulator {
                 policy => match self.pick(policy, &linked, &lc) {
                     Some(hub) => Registration {
                         status: Some(Status::Assigned),
-                        assigned_hub: Some(hub),
+                        assigned_hub: Some(hub.into()),
                         device_id: Some(offer.device_id.clone()),
                         initial_twin: offer.twin.map(Json::from_value),
                         ..Registration::default()
@@ -141,11 +141,11 @@ impl Emulator {
                 offer.record.capabilities.iot_edge,
                 &now,
             );
-            state.assigned_hub = Some(hub_name.clone());
+            state.assigned_hub = Some(hub_name.to_string());
             state.device_id = Some(device_id.clone());
             state.substatus = Some(substatus.into());
             state.payload = registration.payload.as_ref().map(Json::value);
-            assigned = Some((hub_name.clone(), device_id));
+            assigned = Some((hub_name.to_string(), device_id));
         }
         match registration.status {
             Some(Status::Assigned) => bump(&self.counters.assigned),

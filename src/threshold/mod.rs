@@ -456,21 +456,14 @@ mod tests {
                 ),
                 _ => (1, 10, End::Transport, Status::Failed, Some(400_207), 1),
             };
-            m.record(Sample {
-                class,
-                intended: t0,
-                sent: t0,
-                done: t0 + Duration::from_millis(ms),
-                end,
-                outcome: OutcomeKey { status, code },
-                attempts,
-                mismatch: (i == 99).then(|| Box::new(("x".to_owned(), Vec::new()))),
-                error: None,
-                hub: None,
-                observed: None,
-                phases: None,
-                throttled: 0,
-            });
+            let mut s = Sample::timed(class, t0, t0, t0 + Duration::from_millis(ms));
+            s.end = end;
+            s.outcome = OutcomeKey { status, code };
+            s.attempts = attempts;
+            if i == 99 {
+                s.extra_mut().mismatch = Some(("x".to_owned(), Vec::new()));
+            }
+            m.record(s);
         }
         m
     }

@@ -230,11 +230,10 @@ impl Executor for DeviceExecutor {
         super::abandoned_sample(job, id, &plan.state_expect, sent, done)
     }
 
-    async fn execute(&self, job: Job) -> Sample {
+    async fn execute(&self, job: Job, sent: Instant) -> Sample {
         let plan = &self.classes[job.device.class as usize];
         let id = plan.class.template.render(job.device.n);
         let round = job.index / self.population;
-        let sent = Instant::now();
         let body = crate::dps::wire::register_body(&id, plan.class.payload_json.as_deref());
         let attempt = match self.token_of(&id) {
             None => Attempt::default().fail(Failure::generator("no key for this device")),
@@ -327,7 +326,7 @@ impl Executor for DeviceExecutor {
             mismatches,
             request: self.observe.then(|| bytes::Bytes::from(body)),
             response,
-            phases: Some(Box::new(phases)),
+            phases: Some(phases),
             throttled: 0,
         }
         .sample(&job, sent, done, self.observe)
@@ -337,7 +336,7 @@ impl Executor for DeviceExecutor {
 fn to_registration(st: &RegistrationState) -> Registration {
     Registration {
         status: Status::parse(&st.status),
-        assigned_hub: st.assigned_hub.clone(),
+        assigned_hub: st.assigned_hub.as_deref().map(Into::into),
         device_id: st.device_id.clone(),
         error_code: st.error_code,
         error_message: st.error_message.clone(),

@@ -99,8 +99,7 @@ impl Conn {
         self.out
             .extend_from_slice(itoa::Buffer::new().format(body.len()).as_bytes());
         self.out.extend_from_slice(b"\r\n\r\n");
-        self.out.extend_from_slice(body);
-        if let Err(e) = self.write().await {
+        if let Err(e) = self.write(body).await {
             return Err(if gone(&e) {
                 Error::Closed(e.to_string())
             } else {
@@ -157,9 +156,25 @@ impl Conn {
         }
     }
 
-    async fn write(&mut self) -> io::Result<()> {
-        self.io.write_all(&self.out).await?;
-        self.io.flush().await
+    /// Writes the head in `out` and `body` in one write: vectored where the stream supports it
+    /// (TCP), so that the body is not copied behind the head, else copied behind it.
+    async fn write(&mut self, body: &[u8]) -> io::Result<()> {
+        let Self { io, out, .. } = self;
+        if !io.is_write_vectored() {
+            out.extend_from_slice(body);
+            io.write_all(out).await?;
+            return io.flush().await;
+        }
+        let mut slices = [io::IoSlice::new(out), io::IoSlice::new(body)];
+        let mut left = &mut slices[..];
+        while !left.is_empty() {
+            let n = io.write_vectored(left).await?;
+            if n == 0 {
+                return Err(io::ErrorKind::WriteZero.into());
+            }
+            io::IoSlice::advance_slices(&mut left, n);
+        }
+        io.flush().await
     }
 
     /// Reads more bytes into the buffer; 0 at the end of the stream.

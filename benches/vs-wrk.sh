@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Generator cost side by side: wrk, oha (if installed) and loadtest (closed loop, every response
-# parsed and checked against the scenario) interleaved for ROUNDS rounds, each for DURATION s with
+# Generator cost side by side: wrk, oha (if installed) and loadtest (closed loop over
+# scenarios/bench-webhook.toml: the toaster request wrk and oha post, for 100,000 registration IDs,
+# every response parsed and checked in full) interleaved for ROUNDS rounds, each for DURATION s with
 # CONNS connections, against the same `loadtest webhook serve` pinned to core 0; every generator
 # pinned to core 1. Prints, per tool, the median req/s and the median generator CPU (user + sys)
 # per request in µs, then the ratios loadtest/wrk and loadtest/oha (targets: CPU per request
@@ -48,7 +49,7 @@ elif tool == "oha":
     cmd = pin + ["oha", "--no-tui", "--output-format", "json", "-c", conns, "-z", f"{dur}s", "-m", "POST",
                  "-H", "Content-Type: application/json; charset=utf-8", "-D", f"{tmp}/body.json", url]
 else:
-    cmd = pin + [binary, "run", "scenarios/contoso.toml", "--url", url, "--rate", "max", "--connections", conns,
+    cmd = pin + [binary, "run", "scenarios/bench-webhook.toml", "--url", url, "--rate", "max", "--connections", conns,
                  "--duration", f"{dur}s", "--no-progress", "--thresholds", "counts", "--out", f"{tmp}/lt"]
 t0 = time.time()
 p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)

@@ -22,6 +22,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 const MAX_HEAD: usize = 64 * 1024;
 /// Response headers read at most.
 const MAX_HEADERS: usize = 64;
+/// Read buffer size (answers larger than it are read in several reads).
+const READ_BUF: usize = 8 * 1024;
 
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,7 +81,7 @@ impl Conn {
     pub(crate) fn new(io: impl Io + 'static) -> Self {
         Self {
             io: Box::new(io),
-            buf: BytesMut::with_capacity(8 * 1024),
+            buf: BytesMut::with_capacity(READ_BUF),
             out: Vec::with_capacity(2 * 1024),
         }
     }
@@ -179,8 +181,12 @@ impl Conn {
 
     /// Reads more bytes into the buffer; 0 at the end of the stream.
     async fn fill(&mut self) -> io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(8 * 1024);
+        // An empty buffer starts over at its beginning (`reserve` moves back to the start of the
+        // allocation once the last answer's body is dropped), so a kept-alive connection's
+        // answers land on the same few cache lines instead of walking through 8 KB of cold
+        // memory each: with 64 connections that walk was half a megabyte of cache misses.
+        if self.buf.is_empty() || self.buf.capacity() - self.buf.len() < 1024 {
+            self.buf.reserve(READ_BUF);
         }
         self.io.read_buf(&mut self.buf).await
     }

@@ -167,7 +167,7 @@ impl RequestTemplate {
 
 /// Writes `s` as a JSON string. serde_json escapes only `"`, `\` and control characters, so a
 /// string without them (a registration ID or hub name always is) is copied between quotes as it
-/// is, skipping serde_json's byte-by-byte escape loop (a twentieth of the webhook generator's
+/// is, skipping serde_json's byte-by-byte escape loop (a thirtieth of the webhook generator's
 /// instructions per request); the output is the same.
 fn write_json_str(out: &mut Vec<u8>, s: &str) {
     // No early exit: the whole-string fold vectorises.

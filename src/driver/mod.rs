@@ -86,13 +86,13 @@ impl Ended {
         s.attempts = self.attempts;
         s.throttled = self.throttled + self.phases.as_ref().map_or(0, |p| p.throttled);
         if observe {
-            s.extra_mut().observed = Some(Observation {
+            s.extra_mut().observed = Some(Box::new(Observation {
                 registration_id: self.id.clone(),
                 registration: self.registration.clone(),
                 request: self.request,
                 response: self.response,
                 attempts: self.attempts,
-            });
+            }));
         }
         if !self.mismatches.is_empty() {
             s.extra_mut().mismatch = Some((self.id, self.mismatches));

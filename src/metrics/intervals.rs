@@ -99,7 +99,7 @@ impl IntervalLog {
         let set = self.phases.get_or_insert_with(|| [h(), h(), h()]);
         for (h, d) in set.iter_mut().zip([p.connect, p.first_response, p.dps]) {
             if let Some(d) = d {
-                h.saturating_record(d.as_micros().min(u128::from(HIGHEST_US)) as u64);
+                h.saturating_record(super::us(d));
             }
         }
     }

@@ -64,8 +64,9 @@ pub struct Extra {
     /// Why no answer came (source and message), only when `end` is not `Answered`, or why a
     /// device's registration failed before DPS answered.
     pub error: Option<Failure>,
-    /// What the request showed in full (conformance mode only).
-    pub observed: Option<Observation>,
+    /// What the request showed in full (conformance mode only; boxed, as it is most of the
+    /// size of this struct, which device modes allocate for every registration's phases).
+    pub observed: Option<Box<Observation>>,
     /// Per-phase timings (device modes only).
     pub phases: Option<Phases>,
 }
@@ -74,11 +75,8 @@ impl Sample {
     /// A sample intended at `intended`, first sent at `sent` and done at `done` (the µs times;
     /// the rest as for an answer that met its expectation).
     pub fn timed(class: u32, intended: Instant, sent: Instant, done: Instant) -> Self {
-        // In u64: `as_micros` is u128 arithmetic, three times per request.
-        let us = |d: Duration| {
-            let us = d.as_secs().saturating_mul(1_000_000) + u64::from(d.subsec_micros());
-            us.min(HIGHEST_US) as u32
-        };
+        // HIGHEST_US fits in a u32.
+        let us = |d: Duration| us(d) as u32;
         Self {
             class,
             latency_us: us(done.saturating_duration_since(intended)),
@@ -233,8 +231,11 @@ impl Histos {
     }
 }
 
-fn us(d: Duration) -> u64 {
-    d.as_micros().min(u128::from(HIGHEST_US)) as u64
+/// `d` in µs, saturated at [`HIGHEST_US`]; in u64, as `as_micros` is u128 arithmetic (three
+/// times per request).
+pub(crate) fn us(d: Duration) -> u64 {
+    let us = d.as_secs().saturating_mul(1_000_000) + u64::from(d.subsec_micros());
+    us.min(HIGHEST_US)
 }
 
 /// Up to N examples of one field's mismatches, and how often each (expected, actual) pair was
@@ -445,7 +446,7 @@ impl Metrics {
         if let (Some(obs), Some(o)) = (&mut self.observations, observed) {
             let none: &[Mismatch] = &[];
             let fields = mismatch.as_ref().map_or(none, |m| m.1.as_slice());
-            obs[s.class as usize].add(o, fields);
+            obs[s.class as usize].add(*o, fields);
         }
         *c.outcomes.entry(s.outcome).or_default() += 1;
         if let Some(hub) = s.hub {

@@ -160,11 +160,10 @@ impl WebhookClient {
         rules: &Rules,
         body: &[u8],
         ctx: &Context<'_>,
-        started: Instant,
+        mut started: Instant,
     ) -> Allocation {
         let mut retries = 0;
         let mut throttled = 0;
-        let mut started = started;
         loop {
             let (response, end, error) = self.call(body, started).await;
             throttled += u32::from(matches!(response, Some((429, _))));

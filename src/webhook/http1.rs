@@ -184,7 +184,7 @@ impl Conn {
         // An empty buffer starts over at its beginning (`reserve` moves back to the start of the
         // allocation once the last answer's body is dropped), so a kept-alive connection's
         // answers land on the same few cache lines instead of walking through 8 KB of cold
-        // memory each: with 64 connections that walk was half a megabyte of cache misses.
+        // memory each (with 64 connections, a walk over half a megabyte).
         if self.buf.is_empty() || self.buf.capacity() - self.buf.len() < 1024 {
             self.buf.reserve(READ_BUF);
         }

@@ -3,6 +3,7 @@
 //! exactly as on a real hub (dps-protocol.md §9). No MQTT/AMQP device side: devices never connect
 //! to these hubs, only DPS writes and verifiers read.
 
+use super::shards::Sharded;
 use crate::dps::json::Json;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,7 +25,7 @@ pub struct Hub {
     /// `iothubowner` key, base64.
     pub key: String,
     /// Device ID → twin.
-    pub devices: HashMap<String, DeviceTwin>,
+    pub devices: Sharded<DeviceTwin>,
     /// Distinct initial twins, shared by the devices that got them (memory stays small with
     /// hundreds of thousands of devices carrying the same twin).
     #[serde(skip)]
@@ -62,7 +63,7 @@ impl Hub {
         Self {
             host: host.to_owned(),
             key: B64.encode(key),
-            devices: HashMap::new(),
+            devices: Sharded::default(),
             interned: HashMap::new(),
         }
     }

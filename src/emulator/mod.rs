@@ -20,6 +20,7 @@ pub mod hub;
 pub mod mqtt;
 mod reply;
 pub mod serve;
+mod shards;
 mod store;
 pub use crate::tls;
 
@@ -40,6 +41,7 @@ pub use counters::Counters;
 use enrollments::Live;
 use hub::Hub;
 pub use reply::Reply;
+use shards::Sharded;
 
 use codes::{HUB_DEVICE_NOT_FOUND, NOT_FOUND, THROTTLED};
 
@@ -79,8 +81,8 @@ struct Operation {
 
 #[derive(Default)]
 struct State {
-    registrations: HashMap<String, Record>,
-    operations: HashMap<String, Operation>,
+    registrations: Sharded<Record>,
+    operations: Sharded<Operation>,
     /// Finished operations in completion order, forgotten after [`OPERATION_RETENTION`].
     finished: VecDeque<(Instant, String)>,
     registrations_window: VecDeque<Instant>,

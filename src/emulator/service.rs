@@ -535,12 +535,12 @@ fn device(hub: &mut Hub, method: Method, id: &str, r: &ServiceRequest<'_>) -> (S
 fn devices(hub: &mut Hub, method: Method, r: &ServiceRequest<'_>) -> (ServiceReply, bool) {
     match method {
         Method::Get => {
-            let mut ids: Vec<&String> = hub.devices.keys().collect();
-            ids.sort();
-            let list: Vec<Value> = ids
+            let mut all: Vec<_> = hub.devices.iter().collect();
+            all.sort_unstable_by_key(|(id, _)| *id);
+            let list: Vec<Value> = all
                 .into_iter()
                 .take(r.top.unwrap_or(1000).min(1000))
-                .map(|id| identity(id, &hub.devices[id]))
+                .map(|(id, d)| identity(id, d))
                 .collect();
             (ServiceReply::json(200, &list), false)
         }

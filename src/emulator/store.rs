@@ -8,11 +8,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::hub::Hub;
+use super::shards::Sharded;
 use super::Record;
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct Saved {
-    pub registrations: HashMap<String, Record>,
+    pub registrations: Sharded<Record>,
     pub hubs: HashMap<String, Hub>,
 }
 
@@ -32,11 +33,11 @@ pub(super) fn load(path: &Path) -> Result<Option<Saved>, String> {
 /// the lock could land after a newer one and undo it).
 pub(super) fn save(
     path: &Path,
-    snapshot: impl FnOnce() -> (HashMap<String, Record>, HashMap<String, Hub>),
+    snapshot: impl FnOnce() -> (Sharded<Record>, HashMap<String, Hub>),
 ) -> std::io::Result<()> {
     #[derive(Serialize)]
     struct Ref<'a> {
-        registrations: &'a HashMap<String, Record>,
+        registrations: &'a Sharded<Record>,
         hubs: &'a HashMap<String, Hub>,
     }
     // One writer at a time: concurrent allocations would otherwise share the temporary file.

@@ -1,5 +1,12 @@
 //! The `loadtest` binary: everything is in the library; see `cli.rs`.
 
+/// jemalloc instead of glibc malloc: under 2x overload (bench-mqtt at 14,000/s) glibc's arenas
+/// held 1.6 GB of RSS for 312 MB of live heap, and its `_int_malloc` rose from 2.4% to 6.9% of
+/// the CPU over a 60 s run as the registration store fragmented the heap.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> std::process::ExitCode {
     loadtest::cli::main()
 }

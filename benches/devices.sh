@@ -102,7 +102,7 @@ for name, ticks in (("driver", sys.argv[2]), ("emulator", sys.argv[3]), ("webhoo
 PY
 
 echo "== 6. The highest rate that holds (60 s each, plain TCP): 0 timeouts, 0 failures, p99 < 50 ms"
-for rate in 6000 7000 7500 8000; do
+for rate in 8000 9000 9500 10000; do
   "$bin" run scenarios/bench-mqtt.toml --no-progress --rate "$rate" --out "$tmp/r6-$rate" > /dev/null 2>&1 || true
   python3 - "$tmp/r6-$rate/summary.json" "$rate" <<'PY'
 import json, sys
@@ -114,12 +114,12 @@ print(f"{sys.argv[2]}/s: {r['completed']} completed, {r['failed']} failed, {r['t
 PY
 done
 
-echo "== 7. 2x overload: 14,000/s for 20 s, the emulator admitting 7,000 registrations/s"
+echo "== 7. 2x overload: 18,000/s for 20 s, the emulator admitting 9,000 registrations/s"
 # Beyond the ceiling the emulator answers 429 with retry-after (as DPS does) and devices retry;
 # max_in_flight 9,000 keeps both ends of every connection within a 20,000 open-file limit.
-sed -e 's/^immediate = true.*/immediate = true\nadmission = { registrations_per_second = 7000, retry_after = 1 }/' \
+sed -e 's/^immediate = true.*/immediate = true\nadmission = { registrations_per_second = 9000, retry_after = 1 }/' \
     -e 's/^max_in_flight = 10000/max_in_flight = 9000/' scenarios/bench-mqtt.toml > "$tmp/overload.toml"
-/usr/bin/time -f "$TIME" "$bin" run "$tmp/overload.toml" --no-progress --rate 14000 --duration 20s --out "$tmp/r7" > "$tmp/r7.txt" 2>&1 || true
+/usr/bin/time -f "$TIME" "$bin" run "$tmp/overload.toml" --no-progress --rate 18000 --duration 20s --out "$tmp/r7" > "$tmp/r7.txt" 2>&1 || true
 show < "$tmp/r7.txt"
 python3 - "$tmp/r7/summary.json" <<'PY'
 import json, sys

@@ -3,7 +3,8 @@
 //! `[emulator]` options), with no cloud.
 //!
 //! This file is the service core, independent of transport: register/poll/status-lookup answers
-//! ([`Reply`]), quotas and admission, and the registration store. Authentication is `auth.rs`'s,
+//! ([`Reply`]), quotas and admission, over the registration store (its records, operations and
+//! persistence are `store.rs`'s, kept under this file's one lock). Authentication is `auth.rs`'s,
 //! the enrollments as they stand `enrollments.rs`'s, allocation `allocate.rs`'s (custom through
 //! the shared webhook client and DPS outcome rules, plus hashed/static/geoLatency), twins live in
 //! `hub.rs`, the service and registry APIs in `service.rs`, and the wire protocols in `mqtt.rs`
@@ -41,7 +42,8 @@ pub use counters::Counters;
 use enrollments::Live;
 use hub::Hub;
 pub use reply::Reply;
-use shards::Sharded;
+pub use store::OPERATION_RETENTION;
+use store::{OpState, Operation, Record, State};
 
 use codes::{HUB_DEVICE_NOT_FOUND, NOT_FOUND, THROTTLED};
 
@@ -56,41 +58,6 @@ pub(crate) fn log_safe(s: &str) -> String {
     }
     out
 }
-
-/// One registration as the store keeps it.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-struct Record {
-    state: RegistrationState,
-    /// The last assignment (hub, device ID), kept through later failures for reprovisioning.
-    assigned: Option<(String, String)>,
-    /// Key that first succeeded: false = primary.
-    secondary: Option<bool>,
-}
-
-enum OpState {
-    Running,
-    /// Finished: the answer is the registration's stored state.
-    Done,
-}
-
-struct Operation {
-    registration_lc: String,
-    state: OpState,
-    polls: VecDeque<Instant>,
-}
-
-#[derive(Default)]
-struct State {
-    registrations: Sharded<Record>,
-    operations: Sharded<Operation>,
-    /// Finished operations in completion order, forgotten after [`OPERATION_RETENTION`].
-    finished: VecDeque<(Instant, String)>,
-    registrations_window: VecDeque<Instant>,
-}
-
-/// How long a finished operation can still be polled (our choice; DPS's is UNCONFIRMED; SDKs
-/// poll within seconds). Keeps memory flat under load.
-pub const OPERATION_RETENTION: Duration = Duration::from_secs(60);
 
 /// The emulator.
 pub struct Emulator {

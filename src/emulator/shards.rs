@@ -5,9 +5,9 @@
 //! and 46 s of `scenarios/bench-mqtt.toml`, one per doubling). Must not: lock (its owner does), or
 //! promise any iteration order (callers sort what they show).
 //!
-//! Hand-written: the incremental-resize maps on crates.io are unmaintained, and a sharded
-//! concurrent map (dashmap) would split the emulator's one lock, under which a registration's
-//! record and its operation change together.
+//! Hand-written (a few lines over std's `HashMap`): a sharded concurrent map such as dashmap
+//! would split the emulator's one lock, under which a registration's record and its operation
+//! change together.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -76,24 +76,14 @@ impl<V> Sharded<V> {
         self.shards[i].remove(key)
     }
 
-    /// Entries held.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.shards.iter().map(HashMap::len).sum()
-    }
-
-    /// No entries.
-    pub fn is_empty(&self) -> bool {
-        self.shards.iter().all(HashMap::is_empty)
     }
 
     /// Every entry, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&String, &V)> {
         self.shards.iter().flatten()
-    }
-
-    /// Every key, in no particular order.
-    pub fn keys(&self) -> impl Iterator<Item = &String> {
-        self.iter().map(|(k, _)| k)
     }
 
     /// Every value, in no particular order.
@@ -109,15 +99,6 @@ impl<V> FromIterator<(String, V)> for Sharded<V> {
             m.insert(k, v);
         }
         m
-    }
-}
-
-impl<V> IntoIterator for Sharded<V> {
-    type Item = (String, V);
-    type IntoIter = std::iter::Flatten<std::vec::IntoIter<HashMap<String, V, RandomState>>>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.shards.into_vec().into_iter().flatten()
     }
 }
 
@@ -157,7 +138,7 @@ mod tests {
         assert!(most < 2 * 10_000 / SHARDS, "a sub-map holds {most}");
         let json = serde_json::to_string(&m).unwrap();
         let back: Sharded<u32> = serde_json::from_str(&json).unwrap();
-        let mut a: Vec<_> = m.into_iter().collect();
+        let mut a: Vec<_> = m.iter().map(|(k, v)| (k.clone(), *v)).collect();
         let mut b: Vec<_> = back.iter().map(|(k, v)| (k.clone(), *v)).collect();
         a.sort();
         b.sort();

@@ -1,15 +1,53 @@
-//! Optional persistence of the registration store (`[emulator] persist = "file.json"`): every
-//! terminal registration rewrites the file atomically (write a temporary file, then rename), so a
-//! crash leaves either the old or the new file, never a torn one. Loaded once at start.
+//! The registration store: each registration's record and its operations as the emulator keeps
+//! them in memory (under the emulator's one lock), and their optional persistence
+//! (`[emulator] persist = "file.json"`): every terminal registration rewrites the file atomically
+//! (write a temporary file, then rename), so a crash leaves either the old or the new file, never
+//! a torn one. Loaded once at start. Must not: decide anything (the emulator's core does).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use super::hub::Hub;
 use super::shards::Sharded;
-use super::Record;
+use crate::dps::wire::RegistrationState;
+
+/// One registration as the store keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Record {
+    pub state: RegistrationState,
+    /// The last assignment (hub, device ID), kept through later failures for reprovisioning.
+    pub assigned: Option<(String, String)>,
+    /// Key that first succeeded: false = primary.
+    pub secondary: Option<bool>,
+}
+
+pub(super) enum OpState {
+    Running,
+    /// Finished: the answer is the registration's stored state.
+    Done,
+}
+
+pub(super) struct Operation {
+    pub registration_lc: String,
+    pub state: OpState,
+    pub polls: VecDeque<Instant>,
+}
+
+#[derive(Default)]
+pub(super) struct State {
+    pub registrations: Sharded<Record>,
+    pub operations: Sharded<Operation>,
+    /// Finished operations in completion order, forgotten after [`OPERATION_RETENTION`].
+    pub finished: VecDeque<(Instant, String)>,
+    pub registrations_window: VecDeque<Instant>,
+}
+
+/// How long a finished operation can still be polled (our choice; DPS's is UNCONFIRMED; SDKs
+/// poll within seconds). Keeps memory flat under load.
+pub const OPERATION_RETENTION: Duration = Duration::from_secs(60);
 
 #[derive(Serialize, Deserialize)]
 pub(super) struct Saved {

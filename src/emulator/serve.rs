@@ -248,14 +248,25 @@ async fn accept_loop(
     // Connections live in the returned set: aborting this task aborts them all.
     let _conns = crate::listen::accept(listener, name, limits, std::future::pending(), |stream| {
         let (emulator, acceptor) = (emulator.clone(), acceptor.clone());
+        // Only plain MQTT runs inline. A TLS handshake holds rustls' connection state, and
+        // hyper's connection its own, so they are boxed: a future is as large as its largest
+        // state, and this one is held for every open connection and copied when spawned.
         async move {
-            match acceptor {
-                Some(a) => {
-                    if let Ok(Ok(tls)) = tokio::time::timeout(timeout, a.accept(stream)).await {
-                        connection(emulator, proto, tls, timeout, limits).await;
-                    }
+            match (acceptor, proto) {
+                (None, Proto::Mqtt) => {
+                    let _ = mqtt::serve(emulator, stream, timeout).await;
                 }
-                None => connection(emulator, proto, stream, timeout, limits).await,
+                (None, Proto::Http) => {
+                    Box::pin(connection(emulator, proto, stream, timeout, limits)).await;
+                }
+                (Some(a), _) => {
+                    Box::pin(async move {
+                        if let Ok(Ok(tls)) = tokio::time::timeout(timeout, a.accept(stream)).await {
+                            connection(emulator, proto, tls, timeout, limits).await;
+                        }
+                    })
+                    .await;
+                }
             }
         }
     })

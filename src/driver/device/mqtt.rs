@@ -105,11 +105,12 @@ pub(crate) async fn register(r: &Registering<'_>) -> Attempt {
         return a.fail(failure);
     };
     a.phases.connect = Some(start.elapsed());
+    // The wrapped streams' sessions are boxed as their connections are (see `connect`).
     match connected {
         Connected::Plain(f) => registration(r, f, a).await,
-        Connected::Tls(f) => registration(r, *f, a).await,
-        Connected::Ws(f) => registration(r, *f, a).await,
-        Connected::Wss(f) => registration(r, *f, a).await,
+        Connected::Tls(f) => Box::pin(registration(r, *f, a)).await,
+        Connected::Ws(f) => Box::pin(registration(r, *f, a)).await,
+        Connected::Wss(f) => Box::pin(registration(r, *f, a)).await,
     }
 }
 
@@ -136,16 +137,25 @@ async fn connect(r: &Registering<'_>) -> Result<Connected, Failure> {
         .await
         .map_err(|e| network(format!("{}: {e}", ep.host)))?;
     let tcp = ep.dialer.connect(dest).await.map_err(|e| io_failure(&e))?;
+    if ep.tls.is_none() && !ep.websocket {
+        let mut f = Framed::new(tcp, MAX_PACKET, READ_BUFFER);
+        handshake(r, &mut f).await?;
+        return Ok(Connected::Plain(f));
+    }
+    // Boxed: a TLS handshake holds rustls' whole connection state and an upgrade its own, 12 KB
+    // of the 13 KB a registration's future was (plain TCP included, as a future is as large as
+    // its largest state). Every device in flight held that, and spawning it copied it.
+    Box::pin(wrapped(r, tcp)).await
+}
+
+/// [`connect`] over TLS and/or a WebSocket.
+async fn wrapped(r: &Registering<'_>, tcp: TcpStream) -> Result<Connected, Failure> {
+    let ep = r.endpoint;
     match &ep.tls {
-        None if ep.websocket => {
+        None => {
             let mut f = upgrade(r, tcp).await?;
             handshake(r, &mut f).await?;
             Ok(Connected::Ws(Box::new(f)))
-        }
-        None => {
-            let mut f = Framed::new(tcp, MAX_PACKET, READ_BUFFER);
-            handshake(r, &mut f).await?;
-            Ok(Connected::Plain(f))
         }
         Some(config) => {
             let name = rustls::pki_types::ServerName::try_from(ep.host.clone()).map_err(|e| {

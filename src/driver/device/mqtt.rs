@@ -320,3 +320,46 @@ async fn registration<S: AsyncRead + AsyncWrite + Unpin>(
     }
     a.finish(session.counts, outcome, registered)
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::dps::session::Polling;
+
+    /// A plain-TCP registration's future, which every device in flight holds and which spawning
+    /// copies, does not carry the TLS and WebSocket handshakes' state (about 12 KB, boxed in
+    /// `connect`): this fails if they come back inline.
+    #[test]
+    fn a_plain_registration_does_not_carry_the_tls_handshake() {
+        let endpoint = super::super::Endpoint {
+            host: "127.0.0.1".into(),
+            port: 8883,
+            tls: None,
+            id_scope: "0ne00000000".into(),
+            dialer: Arc::new(dial::Dialer::new(Vec::new())),
+            connect_timeout: Duration::from_secs(1),
+            connect_retries: 0,
+            websocket: false,
+        };
+        let r = Registering {
+            endpoint: &endpoint,
+            id: "device-1",
+            token: "token",
+            body: b"{}",
+            polling: Polling {
+                floor: Duration::from_millis(50),
+                cap: Duration::from_secs(5),
+                backoff_initial: Duration::from_millis(100),
+                backoff_max: Duration::from_secs(10),
+            },
+        };
+        let (connect, register) = (
+            std::mem::size_of_val(&connect(&r)),
+            std::mem::size_of_val(&register(&r)),
+        );
+        assert!(connect < 2048, "connect future {connect} B");
+        assert!(register < 8192, "register future {register} B");
+    }
+}

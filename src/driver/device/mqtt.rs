@@ -244,6 +244,11 @@ async fn registration<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut pending: Option<(Instant, Request)> = None;
     let mut last_sent = Instant::now();
+    // One timer for the session, moved only when its deadline does: a timer registered anew
+    // each time round costs a wheel insert, and when it is the lane's earliest, an eventfd
+    // write to wake the lane's own (running) driver (tokio cannot tell it is not parked).
+    let timer = tokio::time::sleep_until(last_sent + KEEP_ALIVE);
+    tokio::pin!(timer);
     let outcome: Result<_, Failure> = loop {
         let wake = match f.buffered() {
             Err(e) => break Err(frame_failure(e)),
@@ -254,13 +259,16 @@ async fn registration<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 let ping_at = last_sent + KEEP_ALIVE;
                 let at = pending.as_ref().map_or(ping_at, |(t, _)| (*t).min(ping_at));
+                if timer.deadline() != at {
+                    timer.as_mut().reset(at);
+                }
                 tokio::select! {
                     more = f.fill() => match more {
                         Ok(true) => continue,
                         Ok(false) => Wake::Closed,
                         Err(e) => break Err(frame_failure(e)),
                     },
-                    () = tokio::time::sleep_until(at) => Wake::Timer,
+                    () = timer.as_mut() => Wake::Timer,
                 }
             }
         };

@@ -33,13 +33,12 @@ impl Lanes {
                 .enable_all()
                 .build()?;
             lanes.handles.push(rt.handle().clone());
-            let (tx, rx) = oneshot::channel::<()>();
+            let (tx, mut rx) = oneshot::channel::<()>();
             lanes.stops.push(tx);
             std::thread::Builder::new()
                 .name(format!("lane-{i}"))
                 .spawn(move || {
                     rt.block_on(async {
-                        let mut rx = rx;
                         let mut beat = tokio::time::interval(BEAT);
                         beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
                         loop {

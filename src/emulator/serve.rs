@@ -248,18 +248,12 @@ async fn accept_loop(
     // Connections live in the returned set: aborting this task aborts them all.
     let _conns = crate::listen::accept(listener, name, limits, std::future::pending(), |stream| {
         let (emulator, acceptor) = (emulator.clone(), acceptor.clone());
-        // Only plain MQTT runs inline. A TLS handshake holds rustls' connection state, and
-        // hyper's connection its own, so they are boxed: a future is as large as its largest
-        // state, and this one is held for every open connection and copied when spawned.
         async move {
-            match (acceptor, proto) {
-                (None, Proto::Mqtt) => {
-                    let _ = mqtt::serve(emulator, stream, timeout).await;
-                }
-                (None, Proto::Http) => {
-                    Box::pin(connection(emulator, proto, stream, timeout, limits)).await;
-                }
-                (Some(a), _) => {
+            match acceptor {
+                // Boxed: a TLS handshake holds rustls' connection state, and a future is as large
+                // as its largest state; this one is held for every open connection and copied
+                // when spawned, plain ones included.
+                Some(a) => {
                     Box::pin(async move {
                         if let Ok(Ok(tls)) = tokio::time::timeout(timeout, a.accept(stream)).await {
                             connection(emulator, proto, tls, timeout, limits).await;
@@ -267,6 +261,7 @@ async fn accept_loop(
                     })
                     .await;
                 }
+                None => connection(emulator, proto, stream, timeout, limits).await,
             }
         }
     })
@@ -289,12 +284,15 @@ async fn connection<S>(
         Proto::Http => {
             let service =
                 hyper::service::service_fn(move |req| super::https::handle(emulator.clone(), req));
-            // Upgrades: MQTT over WebSockets on `/$iothub/websocket`.
-            let _ = limits
-                .http1()
-                .serve_connection(TokioIo::new(io), service)
-                .with_upgrades()
-                .await;
+            // Upgrades: MQTT over WebSockets on `/$iothub/websocket`. Boxed, as hyper's
+            // connection state would otherwise size every MQTT connection's future too.
+            let _ = Box::pin(
+                limits
+                    .http1()
+                    .serve_connection(TokioIo::new(io), service)
+                    .with_upgrades(),
+            )
+            .await;
         }
     }
 }

@@ -341,7 +341,7 @@ mod tests {
     /// `connect`): this fails if they come back inline.
     #[test]
     fn a_plain_registration_does_not_carry_the_tls_handshake() {
-        let endpoint = super::super::Endpoint {
+        let endpoint = crate::driver::device::Endpoint {
             host: "127.0.0.1".into(),
             port: 8883,
             tls: None,

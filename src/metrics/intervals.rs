@@ -6,7 +6,8 @@
 //! Only the current second is kept as histograms; finished seconds are encoded into the log
 //! buffer at once (a few hundred bytes each), so memory stays flat however long the run. The
 //! untagged-by-class intervals are the run's overall histograms minus what they held at the
-//! previous second, not histograms of their own: a request is recorded once, not twice.
+//! previous second, not histograms of their own: a request is recorded once, not twice (and a run
+//! of one class writes its latency interval again under the class's tag).
 
 use std::time::Duration;
 
@@ -126,6 +127,10 @@ impl IntervalLog {
             crate::outcome::End::TimedOut => self.counts.timed_out += 1,
         }
         self.counts.throttled += u64::from(throttled);
+        // A run's only class has the overall latency interval as its own (see `flush`).
+        if self.classes.len() == 1 {
+            return;
+        }
         if let Some(slot) = self.classes.get_mut(class) {
             slot.get_or_insert_with(|| {
                 Histogram::new_with_bounds(1, HIGHEST_US, 3).expect("valid histogram bounds")
@@ -179,6 +184,9 @@ impl IntervalLog {
         put(&current.latency, "latency");
         put(&current.service, "service");
         put(&current.lag, "lag");
+        if let [tag] = self.class_tags.as_slice() {
+            put(&current.latency, tag);
+        }
         for (h, tag) in self.classes.iter().zip(&self.class_tags) {
             if let Some(h) = h {
                 put(h, tag);
@@ -285,5 +293,44 @@ mod tests {
         // Closing again changes nothing.
         log.close(at(2300), &overall);
         assert_eq!(log.timeline.len(), 3);
+    }
+
+    /// A run of one class records no class histogram of its own, yet its log holds the class's
+    /// interval: the overall latency interval, under the class's tag. With two classes each has
+    /// its own.
+    #[test]
+    fn one_class_logs_its_interval_from_the_overall_latency() {
+        let intervals = |names: &[&str], classes: &[usize]| {
+            let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+            let mut log = IntervalLog::new(&names);
+            let mut overall = Histos::new();
+            for (i, &c) in classes.iter().enumerate() {
+                let t = [1000 + 100 * i as u64, 900, 100];
+                log.record(
+                    Duration::from_millis(10 * i as u64),
+                    c,
+                    t[0],
+                    End::Answered,
+                    0,
+                    &overall,
+                );
+                overall.record(t);
+            }
+            let held = log.class_histograms();
+            let text = String::from_utf8(log.finish(std::time::UNIX_EPOCH, &overall)).unwrap();
+            let mut lines = std::collections::BTreeMap::new();
+            for l in text.lines().filter(|l| l.starts_with("Tag=")) {
+                let (tag, rest) = l.trim_start_matches("Tag=").split_once(',').unwrap();
+                lines.insert(tag.to_owned(), rest.to_owned());
+            }
+            (held, lines)
+        };
+        let (held, one) = intervals(&["toaster"], &[0, 0, 0]);
+        assert_eq!(held, 0);
+        assert_eq!(one["latency.toaster"], one["latency"]);
+        let (held, two) = intervals(&["toaster", "heatpump"], &[0, 1, 0]);
+        assert_eq!(held, 2);
+        assert_ne!(two["latency.toaster"], two["latency"]);
+        assert_ne!(two["latency.heatpump"], two["latency"]);
     }
 }

@@ -308,8 +308,9 @@ impl ClassStats {
         }
     }
 
-    /// The class's latencies (empty histograms before its first sample).
-    pub fn histos(&self) -> &Histos {
+    /// The class's own latencies (empty histograms before its first sample); read them through
+    /// [`Metrics::class_histos`], which knows when a run's only class has none of its own.
+    fn histos(&self) -> &Histos {
         static EMPTY: std::sync::OnceLock<Histos> = std::sync::OnceLock::new();
         self.histos
             .as_deref()
@@ -317,13 +318,8 @@ impl ClassStats {
     }
 
     /// The class's latencies, for recording or merging into.
-    pub fn histos_mut(&mut self) -> &mut Histos {
+    pub(crate) fn histos_mut(&mut self) -> &mut Histos {
         self.histos.get_or_insert_with(|| Box::new(Histos::new()))
-    }
-
-    /// Whether any latency was recorded (the report's histograms file leaves out those without).
-    pub fn has_histos(&self) -> bool {
-        self.histos.is_some()
     }
 }
 
@@ -433,13 +429,16 @@ impl Metrics {
             self.phases.get_or_insert_with(PhaseHistos::new).record(p);
         }
         *self.outcomes.entry(s.outcome).or_default() += 1;
+        let per_class = self.per_class_histos();
         let c = &mut self.classes[s.class as usize];
         c.requests += 1;
         c.retries += u64::from(s.attempts.saturating_sub(1));
         if s.end != End::Answered {
             c.no_answer += 1;
         }
-        c.histos_mut().record(times);
+        if per_class {
+            c.histos_mut().record(times);
+        }
         let Extra {
             mismatch, observed, ..
         } = s.extra.map(|e| *e).unwrap_or_default();
@@ -476,6 +475,32 @@ impl Metrics {
     /// The run's start instant.
     pub fn start(&self) -> Instant {
         self.start
+    }
+
+    /// Whether each class keeps latency histograms of its own. A run of one class does not: its
+    /// class's histograms would be the overall ones, sample for sample, and recording each
+    /// request into both was 3 of its 7 histogram records.
+    pub(crate) fn per_class_histos(&self) -> bool {
+        self.classes.len() > 1
+    }
+
+    /// Class `i`'s latencies (empty before its first sample).
+    pub fn class_histos(&self, i: usize) -> &Histos {
+        if self.per_class_histos() {
+            self.classes[i].histos()
+        } else {
+            &self.overall
+        }
+    }
+
+    /// Whether class `i` recorded any latency (the report's histograms file leaves out those
+    /// without).
+    pub fn class_has_histos(&self, i: usize) -> bool {
+        if self.per_class_histos() {
+            self.classes[i].histos.is_some()
+        } else {
+            !self.overall.latency.is_empty()
+        }
     }
 }
 
@@ -526,6 +551,27 @@ mod tests {
         assert!(m.overall.service.value_at_quantile(1.0) < 5000);
     }
 
+    /// A run of one class records each request's times once: its class reads the overall
+    /// histograms. A run of two records them per class as well.
+    #[test]
+    fn one_class_reads_the_overall_histograms() {
+        let t0 = Instant::now();
+        let sample = |class, ms| Sample::timed(class, t0, t0, t0 + Duration::from_millis(ms));
+        let mut one = Metrics::new(1, t0, 1, false);
+        one.record(sample(0, 3));
+        one.record(sample(0, 7));
+        assert!(one.classes[0].histos.is_none());
+        assert!(one.class_has_histos(0));
+        assert_eq!(one.class_histos(0).latency.len(), 2);
+        assert_eq!(one.class_histos(0).latency.max(), one.overall.latency.max());
+        let mut two = Metrics::new(2, t0, 1, false);
+        two.record(sample(0, 3));
+        two.record(sample(1, 7));
+        assert_eq!(two.class_histos(0).latency.len(), 1);
+        assert!(two.class_histos(0).latency.max() < two.class_histos(1).latency.min());
+        assert_eq!(two.overall.latency.len(), 2);
+    }
+
     /// Memory follows the work: a scenario of 1,000 classes whose run reaches 5 of them holds
     /// latency histograms for those 5 only (each class's set is ~0.75 MB; allocating all of them
     /// up front took 750 MB of RSS for a 5-request run).
@@ -538,11 +584,11 @@ mod tests {
         for class in [0u32, 10, 500, 998, 999] {
             m.record(Sample::timed(class, t0, t0, t0 + Duration::from_millis(3)));
         }
-        let with: Vec<usize> = (0..1000).filter(|&i| m.classes[i].has_histos()).collect();
+        let with: Vec<usize> = (0..1000).filter(|&i| m.class_has_histos(i)).collect();
         assert_eq!(with, [0, 10, 500, 998, 999]);
         assert_eq!(m.intervals.as_ref().unwrap().class_histograms(), 5);
         // A class without samples still reads as empty histograms.
-        assert!(m.classes[1].histos().latency.is_empty());
-        assert_eq!(m.classes[999].histos().latency.len(), 1);
+        assert!(m.class_histos(1).latency.is_empty());
+        assert_eq!(m.class_histos(999).latency.len(), 1);
     }
 }

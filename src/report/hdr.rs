@@ -66,8 +66,8 @@ pub(crate) fn named(m: &Metrics) -> Vec<(String, &Histogram<u64>)> {
         ("service".into(), &m.overall.service),
         ("lag".into(), &m.overall.lag),
     ];
-    for (i, c) in m.classes.iter().enumerate().filter(|(_, c)| c.has_histos()) {
-        let h = c.histos();
+    for i in (0..m.classes.len()).filter(|&i| m.class_has_histos(i)) {
+        let h = m.class_histos(i);
         v.push((format!("class/{i}/latency"), &h.latency));
         v.push((format!("class/{i}/service"), &h.service));
         v.push((format!("class/{i}/lag"), &h.lag));

@@ -311,6 +311,7 @@ pub(crate) fn merge(
             let message = e["message"].as_str().unwrap_or_default().to_owned();
             *m.errors.entry((source, message)).or_default() += u(&e["count"]);
         }
+        let per_class = m.per_class_histos();
         for (i, c) in v["classes"].as_array().into_iter().flatten().enumerate() {
             let Some(st) = m.classes.get_mut(i) else {
                 return Err(MergeError::Mismatch(format!(
@@ -352,7 +353,8 @@ pub(crate) fn merge(
                 }
             }
             let hist = |name: &str| sh.histograms.get(&format!("class/{i}/{name}"));
-            if hist("latency").is_some() {
+            // A run of one class keeps no class histograms: they are the overall ones.
+            if hist("latency").is_some() && per_class {
                 let h = st.histos_mut();
                 add(&mut h.latency, hist("latency"));
                 add(&mut h.service, hist("service"));

@@ -18,7 +18,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::driver::Outcome;
-use crate::metrics::ClassStats;
+use crate::metrics::{ClassStats, Histos};
 use crate::scenario::Scenario;
 
 /// Version of the `summary.json` layout.
@@ -318,7 +318,8 @@ impl Summary {
             .iter()
             .zip(&m.classes)
             .zip(per_class)
-            .map(|((c, st), devices)| class_summary(&c.name, devices, st))
+            .enumerate()
+            .map(|(i, ((c, st), devices))| class_summary(&c.name, devices, st, m.class_histos(i)))
             .collect();
         let passed = classes.iter().map(|c| c.passed).sum();
         let failed = classes.iter().map(|c| c.failed).sum();
@@ -577,7 +578,7 @@ pub(crate) fn write_html(
     )
 }
 
-fn class_summary(name: &str, devices: u64, st: &ClassStats) -> ClassSummary {
+fn class_summary(name: &str, devices: u64, st: &ClassStats, histos: &Histos) -> ClassSummary {
     ClassSummary {
         name: name.to_owned(),
         devices,
@@ -623,7 +624,7 @@ fn class_summary(name: &str, devices: u64, st: &ClassStats) -> ClassSummary {
                 other: fs.other_pairs,
             })
             .collect(),
-        latency_us: Stats::of(&st.histos().latency),
+        latency_us: Stats::of(&histos.latency),
     }
 }
 

@@ -295,7 +295,7 @@ impl Threshold {
     fn measure(&self, run: &RunView<'_>, extra: u64) -> Option<f64> {
         let m = run.metrics;
         let scope = match &self.class {
-            Some((i, _)) => Scope::Class(&m.classes[*i]),
+            Some((i, _)) => Scope::Class(&m.classes[*i], m.class_histos(*i)),
             None => Scope::All(run),
         };
         let requests = scope.requests() + extra;
@@ -387,44 +387,45 @@ pub struct RunView<'a> {
 
 enum Scope<'a> {
     All(&'a RunView<'a>),
-    Class(&'a ClassStats),
+    /// A class's counts and its latencies.
+    Class(&'a ClassStats, &'a Histos),
 }
 
 impl Scope<'_> {
     fn requests(&self) -> u64 {
         match self {
             Scope::All(r) => r.metrics.samples,
-            Scope::Class(c) => c.requests,
+            Scope::Class(c, _) => c.requests,
         }
     }
     fn errors(&self) -> u64 {
         match self {
             Scope::All(r) => r.metrics.failed + r.metrics.timed_out,
-            Scope::Class(c) => c.no_answer,
+            Scope::Class(c, _) => c.no_answer,
         }
     }
     fn unexpected(&self) -> u64 {
         match self {
             Scope::All(r) => r.metrics.classes.iter().map(|c| c.failed).sum(),
-            Scope::Class(c) => c.failed,
+            Scope::Class(c, _) => c.failed,
         }
     }
     fn retries(&self) -> u64 {
         match self {
             Scope::All(r) => r.metrics.classes.iter().map(|c| c.retries).sum(),
-            Scope::Class(c) => c.retries,
+            Scope::Class(c, _) => c.retries,
         }
     }
     fn histos(&self) -> &Histos {
         match self {
             Scope::All(r) => &r.metrics.overall,
-            Scope::Class(c) => c.histos(),
+            Scope::Class(_, h) => h,
         }
     }
     fn outcomes(&self) -> &std::collections::BTreeMap<OutcomeKey, u64> {
         match self {
             Scope::All(r) => &r.metrics.outcomes,
-            Scope::Class(c) => &c.outcomes,
+            Scope::Class(c, _) => &c.outcomes,
         }
     }
 }

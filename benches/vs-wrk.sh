@@ -3,15 +3,17 @@
 # scenarios/bench-webhook.toml: the toaster request wrk and oha post, for 100,000 registration IDs,
 # every response parsed and checked in full) interleaved for ROUNDS rounds, each for DURATION s with
 # CONNS connections, against the same `loadtest webhook serve` pinned to core 0; every generator
-# pinned to core 1. Prints, per tool, the median req/s and the median generator CPU (user + sys)
-# per request in µs, then the ratios loadtest/wrk and loadtest/oha (targets: CPU per request
-# <= 1.0x wrk's and <= 0.8x oha's). Installs nothing: skips a missing peer with a message.
+# pinned to core 1. Each round runs the tools in a rotated order, so none always follows the same
+# peer. Prints, per tool, the median req/s and the median generator CPU (user + sys) per request in
+# µs with its range over the rounds, then the ratios loadtest/wrk and loadtest/oha of the medians
+# (targets: CPU per request <= 1.0x wrk's and <= 0.8x oha's) and, for reading the noise, the
+# median of the rounds' own ratios. Installs nothing: skips a missing peer with a message.
 #
-#   bash benches/vs-wrk.sh            # ROUNDS=3 DURATION=10 CONNS=64 by default
+#   bash benches/vs-wrk.sh            # ROUNDS=5 DURATION=6 CONNS=64 by default
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-3}
-DURATION=${DURATION:-10}
+ROUNDS=${ROUNDS:-5}
+DURATION=${DURATION:-6}
 CONNS=${CONNS:-64}
 command -v taskset >/dev/null || { echo "skip: taskset is not available"; exit 0; }
 [ "$(nproc)" -ge 2 ] || { echo "skip: needs 2 cores"; exit 0; }
@@ -82,11 +84,12 @@ tools="loadtest"
 [ $have_oha = 1 ] && tools="$tools oha"
 : >"$tmp/results.jsonl"
 for round in $(seq "$ROUNDS"); do
-  for tool in $tools; do
+  order=$(python3 -c 'import sys; t=sys.argv[2:]; k=int(sys.argv[1]) % len(t); print(" ".join(t[k:] + t[:k]))' "$round" $tools)
+  for tool in $order; do
     rm -rf "$tmp/lt"
     r=$(URL="$url" CONNS="$CONNS" DURATION="$DURATION" BIN="$BIN" python3 "$tmp/measure.py" "$tool" "$tmp")
     echo "round $round $tool: $r"
-    echo "{\"tool\": \"$tool\", \"r\": $r}" >>"$tmp/results.jsonl"
+    echo "{\"tool\": \"$tool\", \"round\": $round, \"r\": $r}" >>"$tmp/results.jsonl"
   done
 done
 python3 - "$tmp/results.jsonl" <<'PY'
@@ -98,10 +101,15 @@ for tool in dict.fromkeys(r["tool"] for r in rows):
     if not rs:
         continue
     med[tool] = (statistics.median(x["rps"] for x in rs), statistics.median(x["cpu_us"] for x in rs))
-    print(f"{tool:9} median {med[tool][0]:9.0f} req/s  {med[tool][1]:6.2f} µs generator CPU per request  ({rs[-1]['checked']})")
+    lo, hi = min(x["cpu_us"] for x in rs), max(x["cpu_us"] for x in rs)
+    print(f"{tool:9} median {med[tool][0]:9.0f} req/s  {med[tool][1]:6.2f} µs generator CPU per request"
+          f" (rounds {lo:.2f}-{hi:.2f})  ({rs[-1]['checked']})")
+cpu = {(r["tool"], r["round"]): r["r"]["cpu_us"] for r in rows if "cpu_us" in r["r"]}
 lt = med.get("loadtest")
 for peer, target in (("wrk", 1.0), ("oha", 0.8)):
     if lt and peer in med:
         ratio = lt[1] / med[peer][1]
-        print(f"loadtest/{peer}: CPU per request {ratio:.2f}x (target <= {target}x), req/s {lt[0] / med[peer][0]:.2f}x")
+        paired = [cpu[("loadtest", k)] / cpu[(peer, k)] for (t, k) in cpu if t == peer and ("loadtest", k) in cpu]
+        print(f"loadtest/{peer}: CPU per request {ratio:.2f}x (target <= {target}x), req/s {lt[0] / med[peer][0]:.2f}x"
+              f"; per round {statistics.median(paired):.2f}x median, {min(paired):.2f}-{max(paired):.2f}")
 PY

@@ -3,6 +3,7 @@
 //! ([`text`]), markdown ([`markdown`]) and JUnit XML ([`junit`]). Writers only render the model; nothing here measures or decides.
 //! No secret reaches the model: the target is stored masked.
 
+mod class;
 pub(crate) mod hdr;
 pub(crate) mod html;
 pub(crate) mod junit;
@@ -18,8 +19,8 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::driver::Outcome;
-use crate::metrics::{ClassStats, Histos};
 use crate::scenario::Scenario;
+pub(crate) use class::{ClassSummary, Example};
 
 /// Version of the `summary.json` layout.
 pub(crate) const SCHEMA_VERSION: u32 = 3;
@@ -189,7 +190,8 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
-    fn of(h: &Histogram<u64>) -> Self {
+    /// The statistics of `h` (zeros when empty).
+    pub(crate) fn of(h: &Histogram<u64>) -> Self {
         if h.is_empty() {
             return Self {
                 p50: 0,
@@ -210,70 +212,6 @@ impl Stats {
             mean: (h.mean() * 10.0).round() / 10.0,
         }
     }
-}
-
-/// One class.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct ClassSummary {
-    /// Class name.
-    pub name: String,
-    /// Devices in the population.
-    pub devices: u64,
-    /// Requests answered.
-    pub requests: u64,
-    /// Expectation met.
-    pub passed: u64,
-    /// Expectation not met.
-    pub failed: u64,
-    /// Requests without an answer (transport error or timeout).
-    pub no_answer: u64,
-    /// Webhook calls (or device requests) beyond the first per request.
-    pub retries: u64,
-    /// Outcome counts.
-    pub outcomes: BTreeMap<String, u64>,
-    /// Assigned hubs.
-    pub hubs: BTreeMap<String, u64>,
-    /// Mismatching fields.
-    pub mismatches: Vec<FieldMismatch>,
-    /// Latency of this class.
-    pub latency_us: Stats,
-}
-
-/// Mismatches of one field.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct FieldMismatch {
-    /// Field name (`hub`, `twin.tags`, …).
-    pub field: String,
-    /// How many requests.
-    pub count: u64,
-    /// A few examples.
-    pub examples: Vec<Example>,
-    /// The most frequent (expected, actual) pairs with their counts, most frequent first.
-    pub common: Vec<Pair>,
-    /// Requests whose pair is not in `common`.
-    pub other: u64,
-}
-
-/// How often one (expected, actual) pair was seen.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Pair {
-    /// Expected (JSON text).
-    pub expected: String,
-    /// Actual (JSON text).
-    pub actual: String,
-    /// Requests.
-    pub count: u64,
-}
-
-/// One mismatch example.
-#[derive(Debug, Clone, Serialize)]
-pub(crate) struct Example {
-    /// Device.
-    pub registration_id: String,
-    /// Expected (JSON text).
-    pub expected: String,
-    /// Actual (JSON text).
-    pub actual: String,
 }
 
 /// Expectation totals.
@@ -319,7 +257,9 @@ impl Summary {
             .zip(&m.classes)
             .zip(per_class)
             .enumerate()
-            .map(|(i, ((c, st), devices))| class_summary(&c.name, devices, st, m.class_histos(i)))
+            .map(|(i, ((c, st), devices))| {
+                ClassSummary::build(&c.name, devices, st, m.class_histos(i))
+            })
             .collect();
         let passed = classes.iter().map(|c| c.passed).sum();
         let failed = classes.iter().map(|c| c.failed).sum();
@@ -576,56 +516,6 @@ pub(crate) fn write_html(
         dir.join("report.html"),
         html::render(s, &spectrum, &html::timeline_svg(timeline), &capacity),
     )
-}
-
-fn class_summary(name: &str, devices: u64, st: &ClassStats, histos: &Histos) -> ClassSummary {
-    ClassSummary {
-        name: name.to_owned(),
-        devices,
-        requests: st.requests,
-        passed: st.passed,
-        failed: st.failed,
-        no_answer: st.no_answer,
-        retries: st.retries,
-        outcomes: st
-            .outcomes
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect(),
-        hubs: st.hubs.clone(),
-        mismatches: st
-            .mismatches
-            .iter()
-            .map(|(f, fs)| FieldMismatch {
-                field: f.name().into(),
-                count: fs.count,
-                examples: fs
-                    .examples
-                    .iter()
-                    .map(|(r, e, a)| Example {
-                        registration_id: r.clone(),
-                        expected: e.clone(),
-                        actual: a.clone(),
-                    })
-                    .collect(),
-                common: {
-                    let mut v: Vec<Pair> = fs
-                        .pairs
-                        .iter()
-                        .map(|((e, a), n)| Pair {
-                            expected: e.clone(),
-                            actual: a.clone(),
-                            count: *n,
-                        })
-                        .collect();
-                    v.sort_by_key(|p| std::cmp::Reverse(p.count));
-                    v
-                },
-                other: fs.other_pairs,
-            })
-            .collect(),
-        latency_us: Stats::of(&histos.latency),
-    }
 }
 
 fn round3(x: f64) -> f64 {

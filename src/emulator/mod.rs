@@ -7,13 +7,14 @@
 //! persistence are `store.rs`'s, kept under this file's one lock). Authentication is `auth.rs`'s,
 //! the enrollments as they stand `enrollments.rs`'s, allocation `allocate.rs`'s (custom through
 //! the shared webhook client and DPS outcome rules, plus hashed/static/geoLatency), twins live in
-//! `hub.rs`, the service and registry APIs in `service.rs`, and the wire protocols in `mqtt.rs`
-//! and `https.rs` only translate packets to these calls.
+//! `hub.rs`, the service API in `service.rs` (the hubs' registry API in `registry.rs`), and the
+//! wire protocols in `mqtt.rs` and `https.rs` only translate packets to these calls.
 
 mod allocate;
 mod auth;
 mod counters;
 mod enrollments;
+mod registry;
 pub mod service;
 pub use counters::Exported;
 pub mod https;

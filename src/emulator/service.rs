@@ -1,8 +1,8 @@
 //! The emulator's service side (service-apis.md): the DPS service API (enrollment groups and
 //! individual enrollments with ETags, registration records: get, delete, query by group) under
 //! the `provisioningserviceowner` SAS of the connection string `dps serve` prints, and each hub's
-//! registry API (device identities: get, put, delete, list, bulk import of up to 100) under its
-//! `iothubowner` SAS, the hub picked by the `Host` header. Shapes and routes come from
+//! registry API under its `iothubowner` SAS, the hub picked by the `Host` header (the registry's
+//! own rules are in [`super::registry`]). Shapes and routes come from
 //! [`crate::dps::service`]; this file only applies them to the emulator's enrollments, store and
 //! hubs.
 //!
@@ -16,15 +16,14 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use serde_json::{json, Value};
 
 use super::enrollments::Live;
-use super::hub::{DeviceTwin, Hub};
+use super::hub::Hub;
+use super::registry;
 use super::{now_rfc3339, random_id, unix_now, Emulator};
 use crate::dps::enrollment::Via;
 use crate::dps::service::{
-    dps_error, hub_error, BulkError, BulkResult, EnrollmentDoc, ImportDevice, Method, ServiceRoute,
-    SymmetricKey, BULK_MAX, DPS_POLICY,
+    dps_error, hub_error, EnrollmentDoc, Method, ServiceRoute, SymmetricKey, DPS_POLICY,
 };
 
 /// The emulator's DPS service host name (the connection string's `HostName`).
@@ -42,7 +41,7 @@ pub struct ServiceReply {
 }
 
 impl ServiceReply {
-    fn json(status: u16, v: &impl serde::Serialize) -> Self {
+    pub(super) fn json(status: u16, v: &impl serde::Serialize) -> Self {
         Self {
             status,
             body: serde_json::to_vec(v).expect("serialisable"),
@@ -50,7 +49,7 @@ impl ServiceReply {
         }
     }
 
-    fn empty(status: u16) -> Self {
+    pub(super) fn empty(status: u16) -> Self {
         Self {
             status,
             body: Vec::new(),
@@ -71,7 +70,7 @@ impl ServiceReply {
         .with("x-ms-error-code", code.to_string())
     }
 
-    fn hub(status: u16, code: &'static str, message: &str) -> Self {
+    pub(super) fn hub(status: u16, code: &'static str, message: &str) -> Self {
         Self::json(
             status,
             &hub_error(code, message, &random_id(), &now_rfc3339()),
@@ -166,9 +165,11 @@ impl Emulator {
     pub fn service(self: &Arc<Self>, route: ServiceRoute, r: &ServiceRequest<'_>) -> ServiceReply {
         match route {
             ServiceRoute::Device { method, id } => {
-                self.hub_call(r, |hub| device(hub, method, &id, r))
+                self.hub_call(r, |hub| registry::device(hub, method, &id, r))
             }
-            ServiceRoute::Devices { method } => self.hub_call(r, |hub| devices(hub, method, r)),
+            ServiceRoute::Devices { method } => {
+                self.hub_call(r, |hub| registry::devices(hub, method, r))
+            }
             route => {
                 if let Err(refused) = self.authorize_service(r.auth) {
                     return refused;
@@ -464,159 +465,4 @@ fn others(live: &Live, id: &str) -> Vec<EnrollmentDoc> {
         })
         .cloned()
         .collect()
-}
-
-/// A device identity as the registry returns it (no keys: DPS-provisioned devices carry theirs).
-fn identity(id: &str, d: &DeviceTwin) -> Value {
-    json!({
-        "deviceId": id,
-        "generationId": format!("{:018}", id.len()),
-        "etag": "AAAAAAAAAAE=",
-        "connectionState": "Disconnected",
-        "status": "enabled",
-        "statusReason": null,
-        "connectionStateUpdatedTime": "0001-01-01T00:00:00Z",
-        "statusUpdatedTime": d.updated,
-        "lastActivityTime": "0001-01-01T00:00:00Z",
-        "cloudToDeviceMessageCount": 0,
-        "authentication": {
-            "symmetricKey": { "primaryKey": null, "secondaryKey": null },
-            "x509Thumbprint": { "primaryThumbprint": null, "secondaryThumbprint": null },
-            "type": "sas"
-        },
-        "capabilities": { "iotEdge": d.iot_edge }
-    })
-}
-
-fn not_found(id: &str) -> ServiceReply {
-    ServiceReply::hub(
-        404,
-        "DeviceNotFound",
-        &format!("Device {id} not registered"),
-    )
-}
-
-fn created(body: &[u8]) -> DeviceTwin {
-    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
-    DeviceTwin {
-        initial: None,
-        iot_edge: v
-            .pointer("/capabilities/iotEdge")
-            .and_then(Value::as_bool)
-            .unwrap_or(false),
-        updated: now_rfc3339(),
-    }
-}
-
-fn device(hub: &mut Hub, method: Method, id: &str, r: &ServiceRequest<'_>) -> (ServiceReply, bool) {
-    match method {
-        Method::Get => match hub.devices.get(id) {
-            Some(d) => (ServiceReply::json(200, &identity(id, d)), false),
-            None => (not_found(id), false),
-        },
-        Method::Put => {
-            let d = hub
-                .devices
-                .entry(id.to_owned())
-                .or_insert_with(|| created(r.body));
-            (ServiceReply::json(200, &identity(id, d)), true)
-        }
-        Method::Delete => match hub.devices.remove(id) {
-            Some(_) => (ServiceReply::empty(204), true),
-            None => (not_found(id), false),
-        },
-        Method::Post => (
-            ServiceReply::hub(405, "InvalidOperation", "Method not allowed"),
-            false,
-        ),
-    }
-}
-
-fn devices(hub: &mut Hub, method: Method, r: &ServiceRequest<'_>) -> (ServiceReply, bool) {
-    match method {
-        Method::Get => {
-            let mut all: Vec<_> = hub.devices.iter().collect();
-            all.sort_unstable_by_key(|(id, _)| *id);
-            let list: Vec<Value> = all
-                .into_iter()
-                .take(r.top.unwrap_or(1000).min(1000))
-                .map(|(id, d)| identity(id, d))
-                .collect();
-            (ServiceReply::json(200, &list), false)
-        }
-        Method::Post => {
-            let batch: Vec<ImportDevice> = match serde_json::from_slice(r.body) {
-                Ok(b) => b,
-                Err(e) => {
-                    return (
-                        ServiceReply::hub(
-                            400,
-                            "ArgumentInvalid",
-                            &format!("The body is not an array of devices: {e}"),
-                        ),
-                        false,
-                    )
-                }
-            };
-            if batch.len() > BULK_MAX {
-                return (
-                    ServiceReply::hub(
-                        400,
-                        "TooManyDevices",
-                        &format!(
-                            "Too many devices: {} in one call, at most {BULK_MAX}",
-                            batch.len()
-                        ),
-                    ),
-                    false,
-                );
-            }
-            let mut errors = Vec::new();
-            let mut changed = false;
-            for d in &batch {
-                let mode = d.import_mode.to_ascii_lowercase();
-                let ok = match mode.as_str() {
-                    "delete" | "deleteifmatchetag" => hub.devices.remove(&d.id).is_some(),
-                    "create"
-                    | "createorupdate"
-                    | "createorupdateifmatchetag"
-                    | "update"
-                    | "updateifmatchetag" => {
-                        hub.devices
-                            .entry(d.id.clone())
-                            .or_insert_with(|| created(b"{}"));
-                        true
-                    }
-                    _ => {
-                        errors.push(BulkError {
-                            device_id: d.id.clone(),
-                            error_code: "ArgumentInvalid".into(),
-                            error_status: format!("unknown importMode `{}`", d.import_mode),
-                        });
-                        continue;
-                    }
-                };
-                if ok {
-                    changed = true;
-                } else {
-                    errors.push(BulkError {
-                        device_id: d.id.clone(),
-                        error_code: "DeviceNotFound".into(),
-                        error_status: format!("Device {} not registered", d.id),
-                    });
-                }
-            }
-            let result = BulkResult {
-                is_successful: errors.is_empty(),
-                errors,
-                warnings: Vec::new(),
-            };
-            let status = if result.is_successful { 200 } else { 400 };
-            (ServiceReply::json(status, &result), changed)
-        }
-        Method::Put | Method::Delete => (
-            ServiceReply::hub(405, "InvalidOperation", "Method not allowed"),
-            false,
-        ),
-    }
 }

@@ -23,6 +23,8 @@ mod dps_mqtt;
 mod dps_sdk;
 // Device registrations over MQTT and HTTPS (the drivers), end to end.
 mod devices;
+// Admission control: a busy emulator answers 429 + retry-after, counted on both sides.
+mod admission;
 // Sharded runs and `report merge`.
 mod shards;
 // The mode matrix: webhook, mqtt and https apply the same DPS rules.

@@ -77,11 +77,19 @@ impl Sample {
     pub fn timed(class: u32, intended: Instant, sent: Instant, done: Instant) -> Self {
         // HIGHEST_US fits in a u32.
         let us = |d: Duration| us(d) as u32;
+        // Two instant subtractions, not three: the lag is the latency less the service time,
+        // exactly (both are whole nanoseconds of one clock).
+        let latency = done.saturating_duration_since(intended);
+        let service = done.saturating_duration_since(sent);
         Self {
             class,
-            latency_us: us(done.saturating_duration_since(intended)),
-            service_us: us(done.saturating_duration_since(sent)),
-            lag_us: us(sent.saturating_duration_since(intended)),
+            latency_us: us(latency),
+            service_us: us(service),
+            lag_us: us(if sent >= intended {
+                latency.saturating_sub(service)
+            } else {
+                Duration::ZERO
+            }),
             attempts: 1,
             throttled: 0,
             end: End::Answered,
@@ -228,6 +236,17 @@ impl Histos {
         self.latency.saturating_record(latency);
         self.service.saturating_record(service);
         self.lag.saturating_record(lag);
+    }
+}
+
+/// One more of `key` (found and incremented in place: the entry API's vacant-entry path is not
+/// paid for the outcome every request after the first has).
+fn count(map: &mut BTreeMap<OutcomeKey, u64>, key: OutcomeKey) {
+    match map.get_mut(&key) {
+        Some(n) => *n += 1,
+        None => {
+            map.insert(key, 1);
+        }
     }
 }
 
@@ -428,7 +447,7 @@ impl Metrics {
         if let Some(p) = s.phases() {
             self.phases.get_or_insert_with(PhaseHistos::new).record(p);
         }
-        *self.outcomes.entry(s.outcome).or_default() += 1;
+        count(&mut self.outcomes, s.outcome);
         let per_class = self.per_class_histos();
         let c = &mut self.classes[s.class as usize];
         c.requests += 1;
@@ -439,15 +458,22 @@ impl Metrics {
         if per_class {
             c.histos_mut().record(times);
         }
-        let Extra {
-            mismatch, observed, ..
-        } = s.extra.map(|e| *e).unwrap_or_default();
+        // Most samples have no extra parts: no default `Extra` is built and taken apart for them.
+        let (mismatch, observed) = match s.extra {
+            Some(e) => {
+                let Extra {
+                    mismatch, observed, ..
+                } = *e;
+                (mismatch, observed)
+            }
+            None => (None, None),
+        };
         if let (Some(obs), Some(o)) = (&mut self.observations, observed) {
             let none: &[Mismatch] = &[];
             let fields = mismatch.as_ref().map_or(none, |m| m.1.as_slice());
             obs[s.class as usize].add(*o, fields);
         }
-        *c.outcomes.entry(s.outcome).or_default() += 1;
+        count(&mut c.outcomes, s.outcome);
         if let Some(hub) = s.hub {
             match c.hubs.get_mut(&*hub) {
                 Some(n) => *n += 1,

@@ -31,8 +31,10 @@ pub(super) struct Http {
     head: Vec<u8>,
     /// Server name and TLS client configuration for `https://`.
     tls: Option<Tls>,
-    /// Idle connections by the thread that last used them, most recently used last.
-    idle: Mutex<Vec<(u64, Vec<Pooled>)>>,
+    /// Idle connections by the thread that last used them, most recently used last; boxed, so
+    /// that checking one out and in moves a pointer, not the connection and its buffers.
+    #[allow(clippy::vec_box)] // the point: a pointer moves in and out, not the connection
+    idle: Mutex<Vec<(u64, Vec<Box<Pooled>>)>>,
     /// Idle connections kept at most (per thread).
     max_idle: usize,
 }
@@ -121,7 +123,7 @@ impl Http {
     }
 
     /// An idle connection of this thread, if any.
-    fn idle(&self) -> Option<Pooled> {
+    fn idle(&self) -> Option<Box<Pooled>> {
         let me = thread_key();
         let mut pools = self.idle.lock().expect("pool lock");
         pools
@@ -130,7 +132,7 @@ impl Http {
             .and_then(|(_, p)| p.pop())
     }
 
-    fn checkin(&self, c: Pooled) {
+    fn checkin(&self, c: Box<Pooled>) {
         let me = thread_key();
         let mut pools = self.idle.lock().expect("pool lock");
         let i = match pools.iter().position(|(t, _)| *t == me) {
@@ -147,7 +149,7 @@ impl Http {
     }
 
     /// A new connection, opened by `deadline`.
-    async fn connect(&self, deadline: Instant) -> Result<Pooled, Unanswered> {
+    async fn connect(&self, deadline: Instant) -> Result<Box<Pooled>, Unanswered> {
         let open = async {
             let tcp = tokio::net::TcpStream::connect(&self.authority)
                 .await
@@ -171,10 +173,10 @@ impl Http {
             }
         };
         match tokio::time::timeout_at(deadline, open).await {
-            Ok(Ok(conn)) => Ok(Pooled {
+            Ok(Ok(conn)) => Ok(Box::new(Pooled {
                 conn,
                 timer: Box::pin(tokio::time::sleep_until(deadline)),
-            }),
+            })),
             Ok(Err(f)) => Err(Unanswered::Failed(f)),
             Err(_) => Err(Unanswered::TimedOut),
         }

@@ -305,3 +305,51 @@ async fn connection<S>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use bytes::BytesMut;
+    use rumqttc::mqttbytes::v4::Connect;
+
+    use super::*;
+
+    /// A lane accepts on its listeners by itself: they are registered with the lane's reactor,
+    /// not that of the runtime that bound them. Here that runtime is idle (a current-thread
+    /// runtime outside `block_on` drives nothing), and a device still gets its CONNACK; with the
+    /// listener left on the binding runtime the connection would never be accepted.
+    #[test]
+    fn lanes_accept_while_the_binding_runtime_is_idle() {
+        let lanes = crate::lanes::Lanes::start(1).unwrap();
+        let caller = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let s = Scenario::load(std::path::Path::new("scenarios/contoso.toml")).unwrap();
+        let opts = Options {
+            mqtt: None,
+            https: None,
+            http_plain: None,
+            tls: None,
+            lanes: lanes.handles().to_vec(),
+            ..Options::loopback(std::env::temp_dir())
+        };
+        let running = caller.block_on(start(&s, &opts)).unwrap();
+        let addr = running.lanes[0].mqtt_plain.unwrap();
+        let mut device = std::net::TcpStream::connect(addr).unwrap();
+        device
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut connect = BytesMut::new();
+        Connect::new("dev1").write(&mut connect).unwrap();
+        device.write_all(&connect).unwrap();
+        let mut first = [0u8; 1];
+        device
+            .read_exact(&mut first)
+            .expect("the lane accepted the connection and answered CONNECT");
+        assert_eq!(first[0], 0x20, "a CONNACK");
+        drop(device);
+        caller.block_on(running.stop());
+    }
+}

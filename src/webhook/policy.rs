@@ -6,6 +6,8 @@
 
 use serde_json::Value;
 
+use super::request::{self, Hubs};
+
 /// Which seed function to behave like.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Policy {
@@ -78,29 +80,29 @@ impl Policy {
     /// Runs the function on a request body.
     pub fn respond(self, body: &[u8]) -> Reply {
         // An unparsable body throws inside the function: the host answers 500 with no body.
-        let data: Value = if body.iter().all(u8::is_ascii_whitespace) {
-            Value::Null
+        let data = if body.iter().all(u8::is_ascii_whitespace) {
+            request::Read {
+                registration_id: None,
+                linked_hubs: Hubs::Missing,
+            }
         } else {
-            match serde_json::from_slice(body) {
-                Ok(v) => v,
+            match request::read(body) {
+                Ok(r) => r,
                 Err(_) => return Reply::internal_error(),
             }
         };
-        let reg_id = data
-            .pointer("/deviceRuntimeContext/registrationId")
-            .and_then(Value::as_str);
-        let Some(reg_id) = reg_id else {
+        let Some(reg_id) = data.registration_id.as_deref() else {
             return self.bad_request("Registration ID not provided for the device.");
         };
-        let hubs = match data.get("linkedHubs") {
+        let hubs = match &data.linked_hubs {
             // 2018 and 2020 call `data?.linkedHubs.ToObject<…>()`: a missing property throws (500);
             // the current seed writes `linkedHubs?.ToObject` and reports it instead.
-            None if self != Policy::TutorialCurrent => return Reply::internal_error(),
-            None | Some(Value::Null) => {
+            Hubs::Missing if self != Policy::TutorialCurrent => return Reply::internal_error(),
+            Hubs::Missing | Hubs::Null => {
                 return self.bad_request("No hub group defined for the enrollment.")
             }
-            Some(Value::Array(a)) => a.iter().filter_map(Value::as_str).collect::<Vec<_>>(),
-            Some(_) => return Reply::internal_error(),
+            Hubs::List(a) => a.as_slice(),
+            Hubs::Other => return Reply::internal_error(),
         };
         match self {
             Policy::Tutorial2020 => {
@@ -111,7 +113,7 @@ impl Policy {
                 let Some(hub) = hubs.first() else {
                     return Reply::internal_error();
                 };
-                Reply::json(200, format!("{{\"iotHubHostName\":{}}}", json_str(hub)))
+                Reply::json_bytes(200, hub_reply(hub, ""))
             }
             Policy::Howto2018 | Policy::TutorialCurrent => {
                 let (marker, what, twin) = if reg_id.contains("-contoso-tstrsd-007") {
@@ -133,13 +135,7 @@ impl Policy {
                     );
                     Reply::json(200, body)
                 } else {
-                    Reply::json(
-                        200,
-                        format!(
-                            "{{\"iotHubHostName\":{},\"initialTwin\":{twin}}}",
-                            json_str(hub)
-                        ),
-                    )
+                    Reply::json_bytes(200, hub_reply(hub, twin))
                 }
             }
         }
@@ -164,6 +160,20 @@ pub(crate) const TOASTER_TWIN: &str = r#"{"properties":{"desired":{"state":"read
 /// The heat-pump twin of seed 002.
 pub(crate) const HEATPUMP_TWIN: &str = r#"{"properties":{"desired":{"state":"on","temperatureSetting":"65"}},"tags":{"deviceType":"heatpump"}}"#;
 
+/// `{"iotHubHostName":<hub>}`, or with `,"initialTwin":<twin>` when `twin` is not empty, written
+/// in one buffer (the reply of every registration the reference webhook assigns).
+fn hub_reply(hub: &str, twin: &str) -> Vec<u8> {
+    let mut body = Vec::with_capacity(48 + hub.len() + twin.len());
+    body.extend_from_slice(b"{\"iotHubHostName\":");
+    serde_json::to_writer(&mut body, hub).expect("strings serialise");
+    if !twin.is_empty() {
+        body.extend_from_slice(b",\"initialTwin\":");
+        body.extend_from_slice(twin.as_bytes());
+    }
+    body.push(b'}');
+    body
+}
+
 fn json_str(s: &str) -> String {
     serde_json::to_string(s).expect("strings serialise")
 }
@@ -175,6 +185,15 @@ impl Reply {
             status,
             content_type: Some(JSON),
             body: body.into_bytes(),
+        }
+    }
+
+    /// A JSON reply of ready bytes.
+    pub fn json_bytes(status: u16, body: Vec<u8>) -> Self {
+        Self {
+            status,
+            content_type: Some(JSON),
+            body,
         }
     }
 

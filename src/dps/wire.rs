@@ -245,11 +245,16 @@ impl ErrorDetailsLenient {
 /// The register body a device sends: `{"registrationId": …, "payload": …}` (payload, already
 /// JSON, only when set).
 pub fn register_body(registration_id: &str, payload_json: Option<&str>) -> Vec<u8> {
-    let id = Value::String(registration_id.to_owned());
-    match payload_json {
-        Some(p) => format!(r#"{{"registrationId":{id},"payload":{p}}}"#).into_bytes(),
-        None => format!(r#"{{"registrationId":{id}}}"#).into_bytes(),
+    let payload = payload_json.unwrap_or("");
+    let mut body = Vec::with_capacity(32 + registration_id.len() + payload.len());
+    body.extend_from_slice(br#"{"registrationId":"#);
+    serde_json::to_writer(&mut body, registration_id).expect("strings serialise");
+    if payload_json.is_some() {
+        body.extend_from_slice(br#","payload":"#);
+        body.extend_from_slice(payload.as_bytes());
     }
+    body.push(b'}');
+    body
 }
 
 /// `/{scope}/registrations/{id}/register?api-version=…` (segments URL-encoded; [`route`] reads it
@@ -345,6 +350,18 @@ pub fn route(method: &str, path: &str) -> Option<Route> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn register_bodies_are_the_json_devices_send() {
+        let b = register_body("dev\"1\u{e9}", None);
+        assert_eq!(b, "{\"registrationId\":\"dev\\\"1\u{e9}\"}".as_bytes());
+        let b = register_body("dev1", Some(r#"{"fw":"1.0","n":[1,2]}"#));
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"registrationId": "dev1", "payload": {"fw": "1.0", "n": [1, 2]}})
+        );
+    }
 
     #[test]
     fn usernames_of_every_sdk() {

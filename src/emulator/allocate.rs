@@ -330,7 +330,7 @@ fn weighted(hubs: &[&HubOptions], lc_id: &str) -> Option<String> {
 fn etag() -> String {
     use base64::Engine as _;
     let r: [u8; 8] = rand::random();
-    let h: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    let h = hex::encode(r);
     base64::engine::general_purpose::STANDARD.encode(format!(
         "\"{}-0000-0300-0000-{}\"",
         &h[..8],

@@ -549,18 +549,11 @@ pub fn now_rfc3339() -> String {
     }
 }
 
-/// A random UUID-shaped identifier.
+/// A random UUID-shaped identifier (16 random bytes in UUID form, as before: no version bits).
 pub fn random_id() -> String {
-    let b: [u8; 16] = rand::random();
-    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    uuid::Uuid::from_bytes(rand::random())
+        .hyphenated()
+        .to_string()
 }
 
 /// Counter shortcut.

@@ -106,7 +106,7 @@ const PRECONDITION_FAILED: u32 = 412_001;
 
 fn new_etag() -> String {
     let r: [u8; 8] = rand::random();
-    let h: String = r.iter().map(|b| format!("{b:02x}")).collect();
+    let h = hex::encode(r);
     format!("\"{}-0000-0800-0000-{}\"", &h[..8], &h[4..16])
 }
 

@@ -57,10 +57,7 @@ pub(crate) fn run_id(s: &Scenario, start_at: Option<SystemTime>) -> String {
         let since = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
         h.update(since.as_millis().to_le_bytes());
     }
-    h.finalize()[..6]
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(&h.finalize()[..6])
 }
 
 /// A run could not be carried out.

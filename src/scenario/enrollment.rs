@@ -257,6 +257,6 @@ fn twin_json(t: &raw::Twin) -> Value {
 fn etag(seed: &str) -> String {
     use sha2::{Digest, Sha256};
     let h = Sha256::digest(seed.as_bytes());
-    let hex: String = h.iter().take(10).map(|b| format!("{b:02x}")).collect();
+    let hex = hex::encode(&h[..10]);
     format!("\"{}-0000-0700-0000-{}\"", &hex[..8], &hex[8..20])
 }

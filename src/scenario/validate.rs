@@ -40,7 +40,7 @@ fn hash(text: &str, flags: &Flags) -> String {
     h.update(text.as_bytes());
     h.update(b"\0");
     h.update(flags.identity().as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(h.finalize())
 }
 
 pub(super) struct Validator<'a> {

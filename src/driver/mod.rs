@@ -513,7 +513,8 @@ async fn pace_open<E: Executor>(
             inflight.start(0, job, Instant::now());
             let inflight = inflight.clone();
             lanes.get(lane).unwrap_or(&handle).spawn(async move {
-                let sample = exec.execute(job, Instant::now()).await;
+                // Boxed, so that the spawn moves a pointer, not the ~4 KB registration future.
+                let sample = Box::pin(exec.execute(job, Instant::now())).await;
                 inflight.finish(0, &job, sample);
                 drop(permit);
             });

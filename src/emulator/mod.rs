@@ -385,7 +385,8 @@ impl Emulator {
         let id = op_id.clone();
         let task = tokio::spawn(async move {
             let emulator = leave.0.clone();
-            emulator.allocate(id, device, payload).await;
+            // Boxed, so that the spawn moves a pointer, not the ~3 KB allocation future.
+            Box::pin(emulator.allocate(id, device, payload)).await;
             drop(leave);
         });
         if self.opts.immediate {

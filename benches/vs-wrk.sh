@@ -9,10 +9,11 @@
 # (targets: CPU per request <= 1.0x wrk's and <= 0.8x oha's) and, for reading the noise, the
 # median of the rounds' own ratios. Installs nothing: skips a missing peer with a message.
 #
-#   bash benches/vs-wrk.sh            # ROUNDS=5 DURATION=6 CONNS=64 by default
+#   bash benches/vs-wrk.sh            # ROUNDS=7 DURATION=6 CONNS=64 by default (7 rounds: the median
+#                                     # of 5 moved by up to 0.1x between runs of the same build)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ROUNDS=${ROUNDS:-5}
+ROUNDS=${ROUNDS:-7}
 DURATION=${DURATION:-6}
 CONNS=${CONNS:-64}
 command -v taskset >/dev/null || { echo "skip: taskset is not available"; exit 0; }

@@ -1,5 +1,6 @@
 //! [`Json`]: a JSON value a registration carries (the initial twin, the payload), kept as its
-//! validated text rather than as a parsed tree.
+//! validated text rather than as a parsed tree; and [`write_str`], a string written as JSON into a
+//! body being built (the one copy the request, register and reply writers share).
 //!
 //! A webhook answer's twin is copied out of the body once; under load the generator only checks
 //! it against a class's expectation, which [`contains`] does in one streaming pass. Building an
@@ -359,6 +360,24 @@ mod walk {
         fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<bool, A::Error> {
             drain_map(map)
         }
+    }
+}
+
+/// Writes `s` as a JSON string. serde_json escapes only `"`, `\` and control characters, so a
+/// string without them (a registration ID or hub name always is) is copied between quotes as it
+/// is, skipping serde_json's byte-by-byte escape loop (a thirtieth of the webhook generator's
+/// instructions per request); the output is the same.
+pub fn write_str(out: &mut Vec<u8>, s: &str) {
+    // No early exit: the whole-string fold vectorises.
+    let escapes = s
+        .bytes()
+        .fold(false, |e, b| e | (b < 0x20) | (b == b'"') | (b == b'\\'));
+    if escapes {
+        serde_json::to_writer(&mut *out, s).expect("writing to a Vec cannot fail");
+    } else {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
     }
 }
 

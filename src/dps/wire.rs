@@ -248,7 +248,7 @@ pub fn register_body(registration_id: &str, payload_json: Option<&str>) -> Vec<u
     let payload = payload_json.unwrap_or("");
     let mut body = Vec::with_capacity(32 + registration_id.len() + payload.len());
     body.extend_from_slice(br#"{"registrationId":"#);
-    serde_json::to_writer(&mut body, registration_id).expect("strings serialise");
+    super::json::write_str(&mut body, registration_id);
     if payload_json.is_some() {
         body.extend_from_slice(br#","payload":"#);
         body.extend_from_slice(payload.as_bytes());

@@ -81,10 +81,7 @@ impl Policy {
     pub fn respond(self, body: &[u8]) -> Reply {
         // An unparsable body throws inside the function: the host answers 500 with no body.
         let data = if body.iter().all(u8::is_ascii_whitespace) {
-            request::Read {
-                registration_id: None,
-                linked_hubs: Hubs::Missing,
-            }
+            request::Read::NONE
         } else {
             match request::read(body) {
                 Ok(r) => r,
@@ -165,7 +162,7 @@ pub(crate) const HEATPUMP_TWIN: &str = r#"{"properties":{"desired":{"state":"on"
 fn hub_reply(hub: &str, twin: &str) -> Vec<u8> {
     let mut body = Vec::with_capacity(48 + hub.len() + twin.len());
     body.extend_from_slice(b"{\"iotHubHostName\":");
-    serde_json::to_writer(&mut body, hub).expect("strings serialise");
+    crate::dps::json::write_str(&mut body, hub);
     if !twin.is_empty() {
         body.extend_from_slice(b",\"initialTwin\":");
         body.extend_from_slice(twin.as_bytes());
@@ -181,11 +178,7 @@ fn json_str(s: &str) -> String {
 impl Reply {
     /// A JSON reply.
     pub fn json(status: u16, body: String) -> Self {
-        Self {
-            status,
-            content_type: Some(JSON),
-            body: body.into_bytes(),
-        }
+        Self::json_bytes(status, body.into_bytes())
     }
 
     /// A JSON reply of ready bytes.

@@ -133,12 +133,16 @@ fn skip_map<'de, A: MapAccess<'de>>(mut map: A) -> Result<(), A::Error> {
     Ok(())
 }
 
-impl<'de> Shape<'de> for Read<'de> {
-    /// A body that is not an object has neither field.
-    const OTHER: Self = Read {
+impl Read<'_> {
+    /// Neither field (what a body that is not an object reads as).
+    pub(crate) const NONE: Self = Read {
         registration_id: None,
         linked_hubs: Hubs::Missing,
     };
+}
+
+impl<'de> Shape<'de> for Read<'de> {
+    const OTHER: Self = Read::NONE;
     fn map<A: MapAccess<'de>>(mut map: A) -> Result<Self, A::Error> {
         let mut read = Self::OTHER;
         while let Some(Key(key)) = map.next_key()? {

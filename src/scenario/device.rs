@@ -101,6 +101,9 @@ pub struct DeviceTarget {
     pub connect_timeout: Duration,
     /// Connect attempts after the first that failed or timed out (reported apart).
     pub connect_retries: u32,
+    /// Accept a server certificate chain verified within the last minute without verifying it
+    /// again (the handshake signature is still checked on every connection).
+    pub tls_chain_cache: bool,
 }
 
 impl Default for DeviceTarget {
@@ -120,6 +123,7 @@ impl Default for DeviceTarget {
             source_addrs: SourceAddrs::Auto,
             connect_timeout: Duration::from_secs(10),
             connect_retries: 0,
+            tls_chain_cache: true,
         }
     }
 }
@@ -259,6 +263,9 @@ impl Validator<'_> {
         if let Some(n) = t.connect_retries {
             d.connect_retries = n;
         }
+        if let Some(c) = t.tls_chain_cache {
+            d.tls_chain_cache = c;
+        }
         if let Some(sa) = &t.source_addrs {
             d.source_addrs = self.source_addrs(sa)?;
         }
@@ -313,6 +320,21 @@ mod tests {
 
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_chain_cache_is_on_unless_turned_off() {
+        assert!(
+            with_target("mode = \"mqtt\"")
+                .unwrap()
+                .target
+                .device
+                .tls_chain_cache
+        );
+        let off = with_target("mode = \"mqtt\"\ntls_chain_cache = false").unwrap();
+        assert!(!off.target.device.tls_chain_cache);
+        let e = with_target("mode = \"mqtt\"\ntls_chain_cache = 1").unwrap_err();
+        assert!(e.to_string().contains("tls_chain_cache"), "{e}");
     }
 
     #[test]

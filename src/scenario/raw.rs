@@ -80,6 +80,7 @@ pub(crate) struct Target {
     pub source_addrs: Option<S<SourceAddrs>>,
     pub connect_timeout: Option<S<String>>,
     pub connect_retries: Option<u32>,
+    pub tls_chain_cache: Option<bool>,
 }
 
 /// `source_addrs = 8`, `["127.0.0.2", "127.0.0.3"]` or `false`.

@@ -5,7 +5,7 @@
 //! that directory: devices trust it (SDK-Py `server_verification_cert`, `SSL_CERT_FILE`).
 //!
 //! rustls (ring) with TLS 1.2 and 1.3. SNI is not required and an IP literal is tolerated: the
-//! server has one certificate and never selects by name.
+//! server has one certificate and never selects by name. `chain_cache` is the devices' verifier.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,6 +13,8 @@ use std::sync::Arc;
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+
+pub mod chain_cache;
 
 /// TLS could not be set up.
 #[derive(Debug, thiserror::Error)]

@@ -82,16 +82,61 @@ fn ephemeral_ports() -> u64 {
         .unwrap_or(28_232)
 }
 
-/// A warning when `rate` new connections a second to one destination, each leaving a local port
-/// in TIME_WAIT for 60 s, would use up the ephemeral ports of `sources` source addresses (0 = the
-/// kernel's one).
-pub(crate) fn port_warning(rate: f64, sources: usize) -> Option<String> {
-    let ports = ephemeral_ports() * sources.max(1) as u64;
-    let held = rate * 60.0;
+/// How long the kernel keeps a closed connection's local port from a new connection to the same
+/// destination, and how many such ports it keeps at most.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct TimeWait {
+    /// Seconds a port stays taken after its connection closed.
+    pub hold_secs: f64,
+    /// TIME_WAIT sockets kept at most (`net.ipv4.tcp_max_tw_buckets`); beyond it the kernel
+    /// drops the state and the port is free at once.
+    pub cap: u64,
+}
+
+fn sysctl(name: &str) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/sys/net/ipv4/{name}"))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+impl TimeWait {
+    /// This host's, towards a loopback destination or not. TIME_WAIT lasts 60 s, but with
+    /// timestamps on and `net.ipv4.tcp_tw_reuse` (1, or 2 — the default — on loopback) a new
+    /// connect may take the port over once `tcp_tw_reuse_delay` (1 s) has passed since the last
+    /// segment, counted in whole seconds: 2 s.
+    pub(crate) fn of_host(loopback: bool) -> Self {
+        let reuse = match sysctl("tcp_tw_reuse").unwrap_or(2) {
+            1 => true,
+            2 => loopback,
+            _ => false,
+        };
+        let timestamps = sysctl("tcp_timestamps").unwrap_or(1) != 0;
+        let hold_secs = if reuse && timestamps {
+            sysctl("tcp_tw_reuse_delay").unwrap_or(1000) as f64 / 1000.0 + 1.0
+        } else {
+            60.0
+        };
+        Self {
+            hold_secs,
+            cap: sysctl("tcp_max_tw_buckets").unwrap_or(262_144),
+        }
+    }
+}
+
+/// A warning when `rate` new connections a second to one destination, each leaving its local
+/// port taken as `tw` says, would use up the ephemeral ports of `sources` source addresses (0 =
+/// the kernel's one).
+pub(crate) fn port_warning(rate: f64, sources: usize, tw: TimeWait) -> Option<String> {
+    let per_source = ephemeral_ports();
+    let ports = per_source * sources.max(1) as u64;
+    let held = (rate * tw.hold_secs).min(tw.cap as f64);
     (held > ports as f64 * 0.8).then(|| {
-        let needed = (held / (ephemeral_ports() as f64 * 0.8)).ceil() as u64;
+        let needed = (held / (per_source as f64 * 0.8)).ceil() as u64;
         format!(
-            "{rate}/s new connections hold about {held:.0} local ports in TIME_WAIT, but {} source address(es) have {ports}: connects may fail with EADDRNOTAVAIL. Set target.source_addrs = {needed} (on loopback) or lower the rate",
+            "{rate}/s new connections hold about {held:.0} local ports in TIME_WAIT ({} s each), but {} source address(es) have {ports}: connects may fail with EADDRNOTAVAIL. Set target.source_addrs = {needed} (on loopback) or lower the rate",
+            tw.hold_secs,
             sources.max(1)
         )
     })
@@ -135,11 +180,49 @@ mod tests {
     }
 
     #[test]
-    fn the_port_warning_counts_source_addresses() {
+    fn the_port_warning_counts_source_addresses_and_what_the_kernel_holds() {
         let ports = ephemeral_ports() as f64;
-        assert!(port_warning(ports / 60.0, 0).is_some());
-        assert!(port_warning(ports / 60.0, 16).is_none());
-        assert!(port_warning(ports / 600.0, 1).is_none());
+        let minute = TimeWait {
+            hold_secs: 60.0,
+            cap: u64::MAX,
+        };
+        assert!(port_warning(ports / 60.0, 0, minute).is_some());
+        assert!(port_warning(ports / 60.0, 16, minute).is_none());
+        assert!(port_warning(ports / 600.0, 1, minute).is_none());
+        // Reused after 2 s (tcp_tw_reuse): 16 addresses carry 20 times the rate of one.
+        let reuse = TimeWait {
+            hold_secs: 2.0,
+            cap: u64::MAX,
+        };
+        assert!(port_warning(ports / 2.0, 1, reuse).is_some());
+        assert!(port_warning(ports / 2.0 * 10.0, 16, reuse).is_none());
+        // The kernel keeps at most `cap` TIME_WAIT sockets.
+        let capped = TimeWait {
+            hold_secs: 60.0,
+            cap: ports as u64 / 2,
+        };
+        assert!(port_warning(ports, 1, capped).is_none());
+        let w = port_warning(ports / 30.0, 1, minute).unwrap();
+        assert!(
+            w.contains("(60 s each)") && w.contains("source_addrs = 3"),
+            "{w}"
+        );
+    }
+
+    #[test]
+    fn this_host_reuses_ports_on_loopback_by_default() {
+        // The defaults (tcp_tw_reuse 2, timestamps on) when /proc says nothing else.
+        let tw = TimeWait::of_host(true);
+        let reuse = sysctl("tcp_tw_reuse").unwrap_or(2);
+        let timestamps = sysctl("tcp_timestamps").unwrap_or(1);
+        if (reuse == 1 || reuse == 2) && timestamps != 0 {
+            assert!(tw.hold_secs < 60.0, "{tw:?}");
+        } else {
+            assert_eq!(tw.hold_secs, 60.0);
+        }
+        if reuse != 1 {
+            assert_eq!(TimeWait::of_host(false).hold_secs, 60.0);
+        }
     }
 
     #[tokio::test]

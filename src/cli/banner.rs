@@ -54,7 +54,10 @@ pub(super) fn warnings(s: &Scenario) {
             rate.filter(|_| embedded)
                 .and_then(crate::listen::backlog_warning),
             rate.filter(|_| matches!(s.target.mode, Mode::Mqtt | Mode::MqttWs))
-                .and_then(|r| crate::dial::port_warning(r, sources)),
+                .and_then(|r| {
+                    let tw = crate::dial::TimeWait::of_host(dest.is_loopback());
+                    crate::dial::port_warning(r, sources, tw)
+                }),
         ];
         for w in warnings.into_iter().flatten() {
             eprintln!("warning: {w}");
